@@ -1,0 +1,316 @@
+"""ONNX Runtime embedder: a self-describing model file -> logo, product and regional descriptors.
+
+The model file carries everything needed to use it in its ONNX metadata (keys prefixed ``ccu.``):
+model id, embedding dim, metric, preprocessing (sizes, mean/std, interpolation, logo fill),
+GeM power, feature stride, region scales and the calibrated thresholds. The graph maps a
+normalized image batch ``image`` [N, 3, H, W] to a non-negative local feature map ``local``
+[N, D, h, w]; pooling (GeM over the whole content or over windows) happens here in numpy, with
+exactly the same arithmetic the trainer uses in torch (``ccu_vision.train.model``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .errors import ModelError
+from .preprocess import Letterbox, feature_grid, letterbox, normalize, prepare_logo
+
+log = logging.getLogger(__name__)
+
+FORMAT = "ccu-vision-embedder/1"
+DEFAULT_MODEL_NAME = "ccu-lite0-v1.onnx"
+PREPROCESS_KEYS = (
+    "query_size",
+    "ref_size",
+    "mean",
+    "std",
+    "interpolation",
+    "logo_fill",
+    "stride",
+    "gem_p",
+    "region_scales",
+)
+
+
+def default_model_path() -> Path:
+    """The model used when none is given: ``$CCU_MODEL`` or the one shipped in the package."""
+    env = os.environ.get("CCU_MODEL")
+    if env:
+        return Path(env)
+    return Path(str(resources.files("ccu_vision") / "models" / DEFAULT_MODEL_NAME))
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a model file says about itself."""
+
+    model_id: str
+    embed_dim: int
+    metric: str
+    preprocess: dict
+    thresholds: dict
+    path: str
+    sha256: str
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def preprocess_hash(self) -> str:
+        """Stable hash of the preprocessing, pinned by catalogs built with this model."""
+        blob = json.dumps(self.preprocess, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    @property
+    def fingerprint(self) -> dict:
+        """What a catalog pins: a different value here means re-embedding is required."""
+        return {
+            "model_id": self.model_id,
+            "preprocess_hash": self.preprocess_hash,
+            "embed_dim": self.embed_dim,
+            "metric": self.metric,
+        }
+
+    def to_dict(self) -> dict:
+        return {
+            **self.fingerprint,
+            "path": self.path,
+            "sha256": self.sha256,
+            "preprocess": self.preprocess,
+            "thresholds": self.thresholds,
+            **{k: v for k, v in self.extra.items()},
+        }
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def parse_metadata(meta: dict[str, str], path: str = "", sha256: str = "") -> ModelInfo:
+    """Build :class:`ModelInfo` from ``ccu.*`` ONNX metadata, with clear errors for what is missing."""
+    if meta.get("ccu.format") != FORMAT:
+        raise ModelError(f"{path}: not a ccu-vision embedder (metadata ccu.format={meta.get('ccu.format')!r})")
+    try:
+        pre = {k: json.loads(meta[f"ccu.{k}"]) for k in PREPROCESS_KEYS}
+        info = ModelInfo(
+            model_id=meta["ccu.model_id"],
+            embed_dim=int(meta["ccu.embed_dim"]),
+            metric=meta.get("ccu.metric", "cosine"),
+            preprocess=pre,
+            thresholds=json.loads(meta.get("ccu.thresholds", "{}")),
+            path=path,
+            sha256=sha256,
+            extra={k[4:]: v for k, v in meta.items() if k.startswith("ccu.") and k[4:] not in
+                   {*PREPROCESS_KEYS, "format", "model_id", "embed_dim", "metric", "thresholds"}},
+        )
+    except KeyError as e:
+        raise ModelError(f"{path}: model metadata lacks {e.args[0]}") from None
+    except (ValueError, TypeError) as e:
+        raise ModelError(f"{path}: bad model metadata: {e}") from None
+    if len(pre["mean"]) != 3 or len(pre["std"]) != 3:
+        raise ModelError(f"{path}: mean/std must have 3 values")
+    return info
+
+
+def metadata_dict(
+    model_id: str, embed_dim: int, preprocess: dict, thresholds: dict | None = None, **extra: object
+) -> dict[str, str]:
+    """The ``ccu.*`` metadata entries that make an ONNX file self-describing (used by export)."""
+    missing = [k for k in PREPROCESS_KEYS if k not in preprocess]
+    assert not missing, missing
+    out = {
+        "ccu.format": FORMAT,
+        "ccu.model_id": model_id,
+        "ccu.embed_dim": str(int(embed_dim)),
+        "ccu.metric": "cosine",
+        "ccu.thresholds": json.dumps(thresholds or {}),
+    }
+    out.update({f"ccu.{k}": json.dumps(preprocess[k]) for k in PREPROCESS_KEYS})
+    out.update({f"ccu.{k}": v if isinstance(v, str) else json.dumps(v) for k, v in extra.items()})
+    return out
+
+
+# ----------------------------------------------------------------------------- pooling (numpy)
+
+
+def gem_pool_windows(local: np.ndarray, windows: np.ndarray, p: float, eps: float = 1e-6) -> np.ndarray:
+    """GeM-pool a local map over cell windows and L2-normalize.
+
+    ``local`` is [D, h, w] (non-negative), ``windows`` is [R, 4] int cell boxes (r0, c0, r1, c1),
+    end-exclusive. Returns float32 [R, D], unit norm. Uses an integral image, so cost is O(R*D).
+    """
+    assert local.ndim == 3, local.shape
+    assert windows.ndim == 2 and windows.shape[1] == 4, windows.shape
+    d, h, w = local.shape
+    xp = np.power(np.maximum(local.astype(np.float64), eps), p)
+    integ = np.zeros((d, h + 1, w + 1), dtype=np.float64)
+    integ[:, 1:, 1:] = xp.cumsum(1).cumsum(2)
+    r0, c0, r1, c1 = (windows[:, i] for i in range(4))
+    sums = integ[:, r1, c1] - integ[:, r0, c1] - integ[:, r1, c0] + integ[:, r0, c0]  # [D, R]
+    area = ((r1 - r0) * (c1 - c0)).astype(np.float64)
+    pooled = np.power(np.maximum(sums / area, eps**p), 1.0 / p).T  # [R, D]
+    pooled /= np.linalg.norm(pooled, axis=1, keepdims=True) + 1e-12
+    return pooled.astype(np.float32)
+
+
+def region_windows(grid: int, scales: Sequence[int]) -> np.ndarray:
+    """All square cell windows of the given sides on a ``grid x grid`` map ([R, 4] int, r0 c0 r1 c1).
+
+    Windows of side k slide with stride max(1, k // 3) so large windows don't multiply needlessly.
+    """
+    out = []
+    for k in scales:
+        if k > grid:
+            continue
+        step = max(1, k // 3)
+        starts = list(range(0, grid - k + 1, step))
+        if starts[-1] != grid - k:
+            starts.append(grid - k)
+        for r in starts:
+            for c in starts:
+                out.append((r, c, r + k, c + k))
+    return np.asarray(out, dtype=np.int64).reshape(-1, 4)
+
+
+def content_window(lb: Letterbox, grid: int, stride: int) -> np.ndarray:
+    """The [1, 4] cell window covering the letterboxed image content (padding excluded)."""
+    x0, y0, x1, y1 = lb.content_box()
+    c0 = min(grid - 1, int(x0 // stride))
+    r0 = min(grid - 1, int(y0 // stride))
+    c1 = max(c0 + 1, min(grid, int(np.ceil(x1 / stride))))
+    r1 = max(r0 + 1, min(grid, int(np.ceil(y1 / stride))))
+    return np.asarray([[r0, c0, r1, c1]], dtype=np.int64)
+
+
+@dataclass
+class PhotoEmbedding:
+    """Descriptors of one listing/product photo.
+
+    ``global_vec`` [D] describes the whole image (near-duplicate search); ``regions`` [R, D]
+    describe square windows (logo search), with ``boxes`` [R, 4] in original-image pixels.
+    """
+
+    global_vec: np.ndarray
+    regions: np.ndarray
+    boxes: np.ndarray
+
+
+class Embedder:
+    """Runs a ccu-vision ONNX embedder on CPU with ONNX Runtime.
+
+    >>> emb = Embedder()                      # the shipped model
+    >>> vecs = emb.embed_logos([Image.open("nike.png")])
+    >>> photo = emb.embed_photos([Image.open("listing.jpg")])[0]
+    """
+
+    def __init__(self, path: str | os.PathLike | None = None, threads: int | None = None, batch_size: int = 16):
+        import onnxruntime as ort
+
+        p = Path(path) if path is not None else default_model_path()
+        if not p.is_file():
+            raise ModelError(f"{p}: model file not found")
+        so = ort.SessionOptions()
+        threads = threads if threads is not None else int(os.environ.get("CCU_THREADS", "0") or 0)
+        if threads:
+            so.intra_op_num_threads = threads
+            so.inter_op_num_threads = 1
+        so.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(p), sess_options=so, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own exception types
+            raise ModelError(f"{p}: cannot load ONNX model: {str(e).splitlines()[0]}") from None
+        meta = self.session.get_modelmeta().custom_metadata_map
+        self.info = parse_metadata(meta, path=str(p), sha256=_sha256_file(p))
+        self.batch_size = batch_size
+        pre = self.info.preprocess
+        self.query_size = int(pre["query_size"])
+        self.ref_size = int(pre["ref_size"])
+        self.stride = int(pre["stride"])
+        self.p = float(pre["gem_p"])
+        self.mean = tuple(pre["mean"])
+        self.std = tuple(pre["std"])
+        self.interp = pre["interpolation"]
+        self.grid = feature_grid(self.query_size, self.stride)
+        self._windows = region_windows(self.grid, pre["region_scales"])
+        self._input = self.session.get_inputs()[0].name
+
+    @property
+    def dim(self) -> int:
+        return self.info.embed_dim
+
+    def _run(self, batch_u8: np.ndarray) -> np.ndarray:
+        out = []
+        for i in range(0, len(batch_u8), self.batch_size):
+            x = normalize(batch_u8[i : i + self.batch_size], self.mean, self.std)
+            (local,) = self.session.run(["local"], {self._input: x})
+            assert local.ndim == 4 and local.shape[1] == self.dim, local.shape
+            out.append(local)
+        return np.concatenate(out) if out else np.zeros((0, self.dim, 1, 1), np.float32)
+
+    def logo_canvas(self, img: Image.Image) -> np.ndarray:
+        """The canonical reference view of a logo image (uint8 HxWx3)."""
+        return prepare_logo(img, self.ref_size, float(self.info.preprocess["logo_fill"]), self.interp)
+
+    def embed_logos(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Reference descriptors of logo images ([n, D], unit norm)."""
+        if not images:
+            return np.zeros((0, self.dim), np.float32)
+        batch = np.stack([self.logo_canvas(im) for im in images])
+        local = self._run(batch)
+        g = local.shape[-1]
+        win = np.asarray([[0, 0, local.shape[-2], g]], dtype=np.int64)
+        return np.concatenate([gem_pool_windows(m, win, self.p) for m in local])
+
+    def photo_canvases(self, images: Sequence[Image.Image]) -> tuple[np.ndarray, list[Letterbox]]:
+        """Letterboxed query canvases and their geometry."""
+        pairs = [letterbox(im, self.query_size, self.interp) for im in images]
+        return np.stack([c for c, _ in pairs]), [lb for _, lb in pairs]
+
+    def embed_canvases(self, canvases: np.ndarray, boxes: Sequence[Letterbox]) -> list[PhotoEmbedding]:
+        """Descriptors for already letterboxed canvases (lets a pipeline decode in other threads)."""
+        assert canvases.ndim == 4 and canvases.shape[1:] == (self.query_size, self.query_size, 3), canvases.shape
+        assert len(boxes) == len(canvases)
+        local = self._run(canvases)
+        return [self._pool_photo(m, lb) for m, lb in zip(local, boxes)]
+
+    def embed_photos(self, images: Sequence[Image.Image]) -> list[PhotoEmbedding]:
+        """Global and regional descriptors of photos (listings or official product shots)."""
+        if not images:
+            return []
+        canvases, boxes = self.photo_canvases(images)
+        return self.embed_canvases(canvases, boxes)
+
+    def _pool_photo(self, local: np.ndarray, lb: Letterbox) -> PhotoEmbedding:
+        grid = local.shape[-1]
+        assert local.shape[-2] == grid == self.grid, (local.shape, self.grid)
+        cw = content_window(lb, grid, self.stride)
+        glob = gem_pool_windows(local, cw, self.p)[0]
+        win = self._windows
+        r0, c0, r1, c1 = cw[0]
+        # keep windows that mostly lie on image content
+        ir0 = np.maximum(win[:, 0], r0)
+        ic0 = np.maximum(win[:, 1], c0)
+        ir1 = np.minimum(win[:, 2], r1)
+        ic1 = np.minimum(win[:, 3], c1)
+        inter = np.clip(ir1 - ir0, 0, None) * np.clip(ic1 - ic0, 0, None)
+        area = (win[:, 2] - win[:, 0]) * (win[:, 3] - win[:, 1])
+        keep = win[inter >= 0.5 * area]
+        if len(keep) == 0:
+            keep = cw
+        regions = gem_pool_windows(local, keep, self.p)
+        s = self.stride
+        canvas_boxes = np.stack([keep[:, 1] * s, keep[:, 0] * s, keep[:, 3] * s, keep[:, 2] * s], axis=1)
+        canvas_boxes = np.minimum(canvas_boxes, self.query_size)
+        return PhotoEmbedding(global_vec=glob, regions=regions, boxes=lb.to_original(canvas_boxes).astype(np.float32))
