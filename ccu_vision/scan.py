@@ -234,6 +234,12 @@ def check_image(path: str | os.PathLike, embedder: Any, catalog: CatalogLike, *,
                 region_k: int = DEFAULT_REGION_K) -> dict:
     """Scan one image and return its row (same schema as a scan row). Raises ImageError if unreadable."""
     canvas, lb = decode_for(embedder, path)
+    return check_canvas(path, canvas, lb, embedder, catalog, top_k=top_k, region_k=region_k)
+
+
+def check_canvas(path: str | os.PathLike, canvas: np.ndarray, lb: Letterbox, embedder: Any, catalog: CatalogLike,
+                 *, top_k: int = DEFAULT_TOP_K, region_k: int = DEFAULT_REGION_K) -> dict:
+    """The row of one already decoded image (see :func:`decode_for`)."""
     photo = embedder.embed_canvases(canvas[None], [lb])[0]
     res = match_photos([photo], catalog, top_k=top_k, region_k=region_k)[0]
     return ok_row(ScanInput(image=str(path)), res)

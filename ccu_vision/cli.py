@@ -1,0 +1,552 @@
+"""The ``ccu-vision`` command line.
+
+Every :class:`~ccu_vision.errors.CcuError` or ``OSError`` becomes a one-line ``Error: ...`` on stderr
+with exit code 1 (usage errors: 2), never a traceback. Heavy modules (the embedder, the catalog,
+torch for ``train``/``export``) are imported only by the commands that need them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from . import __version__
+from .errors import CcuError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HOME = "~/.ccu-vision"
+TRAIN_DEPS = {"torch", "torchvision", "timm", "onnx", "onnxscript", "safetensors"}
+BENCH_DEPS = {"imagehash", "pdqhash", "cv2", "matplotlib", "psutil", "nbclient", "nbformat"}
+
+
+def _one_line(e: BaseException) -> str:
+    msg = " ".join(str(e).split()) or type(e).__name__
+    return msg
+
+
+class CcuGroup(click.Group):
+    """A group that turns ccu-vision and OS errors into one-line ``Error:`` messages (exit 1)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            raise
+        except (CcuError, OSError) as e:
+            log.debug("command failed", exc_info=True)
+            raise click.ClickException(_one_line(e)) from None
+
+
+class State:
+    """Global options, with the embedder and catalog opened lazily (and closed at exit)."""
+
+    def __init__(self, home: str, model: str | None, threads: int | None) -> None:
+        self.home = Path(home).expanduser()
+        self.model = model
+        self.threads = threads
+        self._embedder: Any = None
+        self._catalogs: list[Any] = []
+
+    def embedder(self) -> Any:
+        if self._embedder is None:
+            from .embedder import Embedder
+
+            self._embedder = Embedder(self.model, threads=self.threads)
+        return self._embedder
+
+    def catalog(self, *, with_model: bool = True, create: bool = False, readonly: bool = False) -> Any:
+        from .catalog import Catalog
+
+        model = self.embedder().info if with_model else None
+        cat = Catalog.open(self.home, model=model, create=create, readonly=readonly)
+        self._catalogs.append(cat)
+        return cat
+
+    def close(self) -> None:
+        for cat in self._catalogs:
+            try:
+                cat.close()
+            except Exception:  # noqa: BLE001 - closing must not hide the real outcome
+                log.debug("closing catalog failed", exc_info=True)
+        self._catalogs.clear()
+
+
+def _state(ctx: click.Context) -> State:
+    return ctx.find_object(State)  # type: ignore[return-value]
+
+
+def _fail(msg: str) -> NoReturn:
+    raise click.ClickException(msg)
+
+
+def _jsonable(obj: Any) -> Any:
+    if is_dataclass(obj) and not isinstance(obj, type):
+        obj = asdict(obj)
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def _echo_json(obj: Any) -> None:
+    click.echo(json.dumps(_jsonable(obj), ensure_ascii=False))
+
+
+# ----------------------------------------------------------------------------- root
+
+
+class _ClickHandler(logging.Handler):
+    """Log records to the *current* stderr via click (works under CliRunner and real processes)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            click.echo(self.format(record), err=True)
+        except Exception:  # noqa: BLE001
+            self.handleError(record)
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    lg = logging.getLogger("ccu_vision")
+    lg.setLevel(level)
+    if not any(isinstance(h, _ClickHandler) for h in lg.handlers):
+        h = _ClickHandler()
+        h.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+        lg.addHandler(h)
+
+
+@click.group(
+    cls=CcuGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog="""\b
+Examples:
+  ccu-vision demo --out demo/                       # build a demo catalog, scan a demo dump, write a report
+  ccu-vision ref add --brand Nike --kind logo logos/nike.svg
+  ccu-vision ref import brand_catalog.csv --json
+  ccu-vision scan listings/ --out results.jsonl --report report.html
+  ccu-vision --home /data/ccu check listing.jpg
+""",
+)
+@click.version_option(__version__, "--version", prog_name="ccu-vision", message="%(prog)s %(version)s")
+@click.option("--home", envvar="CCU_HOME", default=DEFAULT_HOME, show_default=True, metavar="DIR",
+              help="Reference catalog folder [env CCU_HOME].")
+@click.option("--model", envvar="CCU_MODEL", default=None, metavar="PATH",
+              help="ONNX embedder file [env CCU_MODEL; default: the shipped model].")
+@click.option("--threads", envvar="CCU_THREADS", type=click.IntRange(min=0), default=None, metavar="N",
+              help="ONNX Runtime threads (0 = all cores) [env CCU_THREADS].")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.pass_context
+def cli(ctx: click.Context, home: str, model: str | None, threads: int | None, verbose: int) -> None:
+    """ccu-vision: find registered brand logos and reused official product photos in listing images.
+
+    Register references (brand logos, official product shots) once with `ref add` / `ref import`,
+    then `check` one listing image or `scan` a whole dump into JSON lines and an HTML report.
+    """
+    _setup_logging(verbose)
+    state = State(home, model, threads)
+    ctx.obj = state
+    ctx.call_on_close(state.close)
+
+
+# ----------------------------------------------------------------------------- ref
+
+
+@cli.group(
+    cls=CcuGroup,
+    epilog="""\b
+Examples:
+  ccu-vision ref add --brand Nike --kind logo nike.svg nike_swoosh.png
+  ccu-vision ref add --brand Nike --kind product official_shots/ --json
+  ccu-vision ref import partner_upload.csv        # columns: path,brand,kind
+  ccu-vision ref list --brand Nike
+  ccu-vision ref remove 3fa9c1d2e4b5a6f7
+""",
+)
+def ref() -> None:
+    """Register, list and remove reference images (logos and official product photos)."""
+
+
+def _report_events(events: Any, as_json: bool) -> tuple[int, int, int]:
+    """Print add events as they are committed; return (created, existing, failed)."""
+    created = existing = failed = 0
+    for ev in events:
+        if not ev.ok:
+            failed += 1
+            err = _one_line(Exception(ev.error or "failed"))
+            click.echo(f"Error: {err if err.startswith(str(ev.path)) else f'{ev.path}: {err}'}", err=True)
+            continue
+        if ev.created:
+            created += 1
+        else:
+            existing += 1
+        if as_json:
+            _echo_json({"ref_id": ev.ref_id, "path": str(ev.path), "brand": ev.brand, "kind": ev.kind})
+        else:
+            what = "added  " if ev.created else "exists "
+            click.echo(f"{what} {ev.ref_id}  {ev.brand}  {ev.kind}  {ev.path}")
+    return created, existing, failed
+
+
+def _finish_add(ctx: click.Context, counts: tuple[int, int, int], as_json: bool) -> None:
+    created, existing, failed = counts
+    if not as_json:
+        click.echo(f"{created} added, {existing} already registered, {failed} failed", err=True)
+    if failed:
+        ctx.exit(1)
+
+
+@ref.command("add", epilog="""\b
+Examples:
+  ccu-vision ref add --brand Nike --kind logo nike.svg swoosh.png
+  ccu-vision ref add --brand "Under Armour" --kind product shots/ua/ --json
+""")
+@click.option("--brand", required=True, help="Brand the references belong to.")
+@click.option("--kind", required=True, type=click.Choice(["logo", "product"]),
+              help="logo: a brand mark; product: an official product photo.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per committed reference.")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.pass_context
+def ref_add(ctx: click.Context, brand: str, kind: str, as_json: bool, paths: tuple[Path, ...]) -> None:
+    """Add reference images (files or folders, recursive): JPEG, PNG, WebP, GIF, SVG.
+
+    The same file content always gets the same ref_id and is stored once. Unreadable files are
+    reported one per line on stderr, the others are still added, and the exit code is 1.
+    """
+    from .references import add_paths
+
+    st = _state(ctx)
+    cat = st.catalog(create=True)
+    counts = _report_events(add_paths(cat, st.embedder(), list(paths), brand, kind), as_json)
+    _finish_add(ctx, counts, as_json)
+
+
+@ref.command("import", epilog="""\b
+Examples:
+  ccu-vision ref import brand_catalog.csv
+  ccu-vision ref import upload.jsonl --json --root /data/uploads
+
+\b
+brand_catalog.csv:
+  path,brand,kind
+  logos/nike.svg,Nike,logo
+  shots/air-max-90.jpg,Nike,product
+""")
+@click.argument("manifest", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per committed reference.")
+@click.option("--root", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Refuse manifest paths that escape this folder.")
+@click.pass_context
+def ref_import(ctx: click.Context, manifest: Path, as_json: bool, root: Path | None) -> None:
+    """Bulk-register references from a CSV or JSONL manifest with columns path,brand,kind.
+
+    Paths are relative to the manifest's folder. Same output and error rules as `ref add`.
+    """
+    from .references import import_manifest
+
+    st = _state(ctx)
+    cat = st.catalog(create=True)
+    counts = _report_events(import_manifest(cat, st.embedder(), manifest, root=root), as_json)
+    _finish_add(ctx, counts, as_json)
+
+
+@ref.command("list", epilog="""\b
+Examples:
+  ccu-vision ref list
+  ccu-vision ref list --brand Nike --json | jq -r .ref_id
+""")
+@click.option("--brand", default=None, help="Only this brand.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per reference.")
+@click.pass_context
+def ref_list(ctx: click.Context, brand: str | None, as_json: bool) -> None:
+    """List registered references."""
+    st = _state(ctx)
+    cat = st.catalog(with_model=False, create=False, readonly=True)
+    recs = cat.list_refs(brand=brand)
+    for r in recs:
+        if as_json:
+            _echo_json(r)
+        else:
+            click.echo(f"{r.ref_id}  {r.kind:<7}  {r.brand}  {r.width}x{r.height}  {r.source_path}")
+    if not as_json:
+        click.echo(f"{len(recs)} reference(s)", err=True)
+
+
+@ref.command("remove", epilog="""\b
+Examples:
+  ccu-vision ref remove 3fa9c1d2e4b5a6f7
+  ccu-vision ref list --brand OldBrand --json | jq -r .ref_id | xargs ccu-vision ref remove
+""")
+@click.argument("ref_ids", nargs=-1, required=True)
+@click.pass_context
+def ref_remove(ctx: click.Context, ref_ids: tuple[str, ...]) -> None:
+    """Remove references by ref_id. Unknown ids are reported and give exit code 1."""
+    st = _state(ctx)
+    cat = st.catalog(with_model=False, create=False)
+    known = [r for r in dict.fromkeys(ref_ids) if cat.get(r) is not None]
+    unknown = [r for r in dict.fromkeys(ref_ids) if r not in known]
+    n = cat.remove(known) if known else 0
+    for r in unknown:
+        click.echo(f"Error: no reference {r}", err=True)
+    click.echo(f"removed {n} reference(s)")
+    if unknown:
+        ctx.exit(1)
+
+
+# ----------------------------------------------------------------------------- check / scan
+
+
+def _fmt_box(box: Any) -> str:
+    return "[" + ", ".join(str(int(v)) for v in box) + "]" if box else ""
+
+
+def _print_check(row: dict, thresholds: dict, n_refs: int) -> None:
+    verdict = row["verdict"]
+    click.echo(f"{row['image']}: {verdict.upper() if verdict == 'suspect' else verdict}")
+    for f in row["flags"]:
+        what = "logo" if f["type"] == "logo" else "near-duplicate of an official photo"
+        where = f"  at {_fmt_box(f['box'])}" if f.get("box") else ""
+        click.echo(f"  {f['brand']}: {what}, score {f['score']:.3f} >= threshold {f['threshold']:.3f}"
+                   f"{where}  (ref {f['ref_id']})")
+    if n_refs == 0:
+        click.echo("  (the catalog has no references: nothing to match against)")
+        return
+    flagged = {(f["ref_id"], f["type"]) for f in row["flags"]}
+    others = [m for m in row["matches"]
+              if (m["ref_id"], "logo" if m["kind"] == "logo" else "near_duplicate") not in flagged]
+    if others:
+        click.echo("  closest matches below threshold:" if row["flags"] else "  closest matches:")
+        for m in others[:6]:
+            th = thresholds.get("logo" if m["kind"] == "logo" else "near_duplicate")
+            ths = f" < threshold {float(th):.3f}" if th is not None else ""
+            where = f"  at {_fmt_box(m['box'])}" if m.get("box") else ""
+            kind = "logo" if m["kind"] == "logo" else "product photo"
+            click.echo(f"    {m['brand']} ({kind}) score {m['score']:.3f}{ths}{where}  (ref {m['ref_id']})")
+
+
+@cli.command(epilog="""\b
+Examples:
+  ccu-vision check listing.jpg
+  ccu-vision --home /data/ccu check listing.jpg --json
+""")
+@click.argument("image", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the scan row as JSON.")
+@click.option("--top-k", default=5, show_default=True, type=click.IntRange(min=1), help="Matches per kind.")
+@click.pass_context
+def check(ctx: click.Context, image: Path, as_json: bool, top_k: int) -> None:
+    """Check one listing image: verdict, brand, what matched, score vs threshold, where."""
+    from .scan import check_canvas, decode_for
+
+    st = _state(ctx)
+    emb = st.embedder()
+    canvas, lb = decode_for(emb, image)  # an unreadable image is reported before anything else
+    cat = st.catalog(readonly=True)
+    row = check_canvas(image, canvas, lb, emb, cat, top_k=top_k)
+    if as_json:
+        _echo_json(row)
+    else:
+        _print_check(row, dict(cat.thresholds or {}), cat.count())
+
+
+@cli.command(epilog="""\b
+Examples:
+  ccu-vision scan listings/ --out results.jsonl --report report.html
+  ccu-vision scan dump.csv --out results.jsonl --resume      # continue a killed scan
+  ccu-vision --threads 4 scan dump.jsonl --out r.jsonl --summary-json timings.json
+
+\b
+dump.csv (image required; listing_id, seller_id, title optional):
+  image,listing_id,seller_id,title
+  photos/123.jpg,123,s-77,Air Max 90 brand new
+""")
+@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
+@click.option("--out", "out", required=True, type=click.Path(path_type=Path, dir_okay=False),
+              help="Results file (JSON lines, one per input image).")
+@click.option("--report", "report", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Also write a self-contained HTML report.")
+@click.option("--resume", is_flag=True, help="Keep rows already in --out and scan only the rest.")
+@click.option("--top-k", default=5, show_default=True, type=click.IntRange(min=1), help="Matches per kind.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Images per ONNX batch.")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Decode threads.")
+@click.option("--progress/--no-progress", default=True, help="Progress bar on stderr.")
+@click.option("--summary-json", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Write the run summary (counts, per-stage times) as JSON.")
+@click.pass_context
+def scan(ctx: click.Context, input_path: Path, out: Path, report: Path | None, resume: bool, top_k: int,
+         batch_size: int | None, workers: int | None, progress: bool, summary_json: Path | None) -> None:
+    """Scan a folder (recursive) or a CSV/JSONL manifest of listing images into JSON lines.
+
+    One row per input image; unreadable images become error rows and the scan goes on.
+    """
+    from .scan import collect_inputs, read_rows, run_scan
+
+    st = _state(ctx)
+    items = collect_inputs(input_path)
+    if not items:
+        click.echo(f"warning: no images found in {input_path}", err=True)
+    emb = st.embedder()
+    cat = st.catalog(readonly=True)
+    if cat.count() == 0:
+        click.echo(f"warning: the catalog at {st.home} has no references; every listing will be clear "
+                   "(add some with `ccu-vision ref add`)", err=True)
+    summary = run_scan(items, out, emb, cat, resume=resume, top_k=top_k, batch_size=batch_size,
+                       workers=workers, progress=progress)
+    click.echo(summary.format())
+    click.echo(f"results: {out}")
+    if summary_json is not None:
+        summary_json.write_text(json.dumps(summary.to_dict(), indent=2) + "\n", encoding="utf-8")
+    if report is not None:
+        from .report import write_report
+
+        rows = read_rows(out)
+        write_report(rows, report, cat, meta={it.key: it for it in items}, summary=summary.to_dict())
+        click.echo(f"report: {report}")
+
+
+# ----------------------------------------------------------------------------- catalog / model
+
+
+@cli.command(epilog="""\b
+Examples:
+  CCU_MODEL=new-model.onnx ccu-vision reindex
+  ccu-vision --home /data/ccu --model ccu-lite0-v2.onnx reindex
+""")
+@click.pass_context
+def reindex(ctx: click.Context) -> None:
+    """Re-embed every stored reference with the current model and re-pin the catalog to it."""
+    st = _state(ctx)
+    emb = st.embedder()
+    cat = st.catalog(with_model=False, create=False)
+    n = cat.reindex(emb)
+    click.echo(f"re-embedded {n} reference(s) with model {emb.info.model_id}")
+
+
+@cli.group(cls=CcuGroup, epilog="""\b
+Examples:
+  ccu-vision model info
+  ccu-vision --model my-model.onnx model info --json
+""")
+def model() -> None:
+    """Inspect the embedding model."""
+
+
+@model.command("info", epilog="""\b
+Examples:
+  ccu-vision model info
+  ccu-vision --model my-model.onnx model info --json
+""")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.pass_context
+def model_info(ctx: click.Context, as_json: bool) -> None:
+    """Model id, embedding dim, preprocessing, calibrated thresholds, file hash."""
+    info = _state(ctx).embedder().info
+    d = info.to_dict()
+    if as_json:
+        _echo_json(d)
+        return
+    for k, v in d.items():
+        if isinstance(v, (dict, list)):
+            v = json.dumps(v, ensure_ascii=False)
+        click.echo(f"{k:<16} {v}")
+
+
+# ----------------------------------------------------------------------------- demo / train / bench
+
+
+def _missing_dep(cmd: str, e: ModuleNotFoundError, module: str) -> NoReturn:
+    root = (e.name or "").split(".")[0]
+    if root in TRAIN_DEPS:
+        _fail(f"`ccu-vision {cmd}` needs {root}, which is not installed: pip install 'ccu-vision[train]'")
+    if root in BENCH_DEPS:
+        _fail(f"`ccu-vision {cmd}` needs {root}, which is not installed: pip install 'ccu-vision[bench]'")
+    if e.name and (module == e.name or module.startswith(e.name + ".")):
+        _fail(f"`ccu-vision {cmd}` is not available in this installation ({module} is missing)")
+    raise e
+
+
+def _passthrough(ctx: click.Context, cmd: str, module: str, args: tuple[str, ...]) -> None:
+    try:
+        mod = importlib.import_module(module)
+        rc = mod.main(list(args))
+    except ModuleNotFoundError as e:
+        _missing_dep(cmd, e, module)
+    ctx.exit(int(rc or 0))
+
+
+PASS = {"ignore_unknown_options": True, "allow_extra_args": True}
+
+
+@cli.command(epilog="""\b
+Examples:
+  ccu-vision demo                       # writes ./ccu-vision-demo/ (catalog, listings, results, report)
+  ccu-vision demo --out /tmp/demo
+""")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False), default=Path("ccu-vision-demo"),
+              show_default=True, help="Folder for the demo catalog, listing dump, results and report.")
+@click.pass_context
+def demo(ctx: click.Context, out_dir: Path) -> None:
+    """Build a demo catalog from real brand marks, scan a demo listing dump with known truth, report."""
+    try:
+        from .demo import run_demo
+    except ModuleNotFoundError as e:
+        _missing_dep("demo", e, "ccu_vision.demo")
+    emb = _state(ctx).embedder()
+    rc = run_demo(out_dir, emb, click.echo)
+    if isinstance(rc, int) and rc:
+        ctx.exit(rc)
+
+
+@cli.command(context_settings=PASS, epilog="""\b
+Examples:
+  ccu-vision train -- --help              # the trainer's own options
+  ccu-vision train --photos photos/ --out runs/v1
+  ccu-vision train --photos photos/ --out runs/v1 --resume --minutes 30
+""")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def train(ctx: click.Context, args: tuple[str, ...]) -> None:
+    """Fine-tune the embedder (needs `pip install 'ccu-vision[train]'`); arguments go to the trainer."""
+    _passthrough(ctx, "train", "ccu_vision.train.train", args)
+
+
+@cli.command(context_settings=PASS, epilog="""\b
+Examples:
+  ccu-vision export -- --help             # the exporter's own options
+  ccu-vision export --run runs/v1 --out ccu-lite0-v1.onnx
+  ccu-vision export --imagenet --out baseline.onnx     # un-fine-tuned backbone
+""")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def export(ctx: click.Context, args: tuple[str, ...]) -> None:
+    """Export a trained checkpoint to a self-describing ONNX model (needs the [train] extra)."""
+    _passthrough(ctx, "export", "ccu_vision.train.export", args)
+
+
+@cli.command(context_settings=PASS, epilog="""\b
+Examples:
+  ccu-vision bench -- --help              # the benchmark's own options
+  ccu-vision bench --smoke
+""")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def bench(ctx: click.Context, args: tuple[str, ...]) -> None:
+    """Accuracy and speed benchmarks against pHash/dHash/PDQ/ORB (needs the [bench] extra)."""
+    _passthrough(ctx, "bench", "ccu_vision.bench", args)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    cli.main(args=argv, prog_name="ccu-vision")
+
+
+if __name__ == "__main__":
+    main()
