@@ -257,6 +257,9 @@ def _decode_raster(
     except ImageError:
         raise
     except Image.DecompressionBombError as e:
+        size = _declared_size(data)
+        if size is not None:
+            raise ImageError(name, f"decompression bomb: {size[0]}x{size[1]} exceeds {max_pixels} pixels") from None
         raise ImageError(name, f"decompression bomb: {e}") from None
     except UnidentifiedImageError:
         raise ImageError(name, _unidentified_reason(data, name)) from None
@@ -271,6 +274,20 @@ def _decode_raster(
     except Exception:  # noqa: BLE001 - malformed EXIF must not lose an otherwise fine image
         log.debug("%s: ignoring malformed EXIF orientation", name, exc_info=True)
     return img
+
+
+def _declared_size(data: bytes) -> tuple[int, int] | None:
+    """Width and height from the header alone, bypassing PIL's own bomb check (which hides them)."""
+    Image.init()
+    for fmt in _PIL_FORMATS:
+        factory, accept = Image.OPEN.get(fmt, (None, None))
+        try:
+            if factory is None or (accept is not None and not accept(data[:16])):
+                continue
+            return tuple(factory(io.BytesIO(data), "").size)  # type: ignore[return-value]
+        except Exception:  # noqa: BLE001 - best effort, only used for the message
+            continue
+    return None
 
 
 def _draft(img: Image.Image, draft_size: int) -> None:
