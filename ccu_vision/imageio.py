@@ -21,7 +21,8 @@ Limits that are enforced
   not interrupted (that would need a subprocess per image), but an image whose decode overran the
   limit is reported as "too slow" instead of being used, so a pathological file yields a
   deterministic error row and the scan goes on.
-* :data:`MAX_FILE_BYTES` on the file size and :data:`MAX_SVG_BYTES` / :data:`MAX_SVG_ELEMENTS` on
+* :data:`MAX_FILE_BYTES` on the file size and :data:`MAX_SVG_BYTES` / :data:`MAX_SVG_ELEMENTS` /
+  :data:`MAX_SVG_DEPTH` on
   SVG sources.
 * Only JPEG/MPO, PNG/APNG, WebP, GIF, BMP, TIFF and SVG are decoded: other PIL plugins (EPS, which
   would run Ghostscript, PSD, ICO, ...) are never invoked.
@@ -48,6 +49,7 @@ import stat
 import time
 import xml.etree.ElementTree as ET
 import xml.parsers.expat as expat
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from struct import error as struct_error  # raised by a few PIL plugins on short headers
@@ -67,8 +69,10 @@ MAX_FILE_BYTES = 256 * 1024 * 1024
 """Largest accepted input file."""
 MAX_SVG_BYTES = 16 * 1024 * 1024
 """Largest accepted SVG source (after gunzip for .svgz)."""
-MAX_SVG_ELEMENTS = 200_000
+MAX_SVG_ELEMENTS = 50_000
 """Most XML elements accepted in one SVG."""
+MAX_SVG_DEPTH = 500
+"""Deepest element nesting accepted in one SVG."""
 SVG_RENDER_SIZE = 512
 """Long side, in pixels, SVGs are rendered at."""
 
@@ -241,7 +245,7 @@ def _load(
 def _decode_raster(
     data: bytes, name: str, max_pixels: int, draft_size: int | None, deadline: _Deadline
 ) -> Image.Image:
-    fmt = "image"
+    fmt = _magic_format(data)
     try:
         img = Image.open(io.BytesIO(data), formats=_PIL_FORMATS)
         fmt = img.format or fmt
@@ -274,6 +278,19 @@ def _decode_raster(
     except Exception:  # noqa: BLE001 - malformed EXIF must not lose an otherwise fine image
         log.debug("%s: ignoring malformed EXIF orientation", name, exc_info=True)
     return img
+
+
+def _magic_format(data: bytes) -> str:
+    """Format name from the file signature, for messages when PIL gave up before naming it."""
+    for magic, fmt in (
+        (b"\xff\xd8", "JPEG"), (b"\x89PNG", "PNG"), (b"GIF8", "GIF"), (b"BM", "BMP"),
+        (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"),
+    ):
+        if data.startswith(magic):
+            return fmt
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    return "image"
 
 
 def _declared_size(data: bytes) -> tuple[int, int] | None:
@@ -445,7 +462,7 @@ def _render_svg(data: bytes, name: str, max_pixels: int, deadline: _Deadline) ->
         try:
             with gzip.GzipFile(fileobj=io.BytesIO(data)) as gz:
                 data = gz.read(MAX_SVG_BYTES + 1)
-        except (OSError, EOFError) as e:
+        except (OSError, EOFError, zlib.error) as e:
             raise ImageError(name, f"corrupt compressed SVG: {e}") from None
     if len(data) > MAX_SVG_BYTES:
         raise ImageError(name, f"SVG too large (over {MAX_SVG_BYTES} bytes)")
@@ -515,8 +532,22 @@ def _parse_xml_no_entities(data: bytes) -> ET.Element:
     p.EntityDeclHandler = refuse_entity
     p.UnparsedEntityDeclHandler = refuse_entity
     p.ExternalEntityRefHandler = refuse_external
-    p.StartElementHandler = lambda tag, attrs: builder.start(qname(tag), {qname(k): v for k, v in attrs.items()})
-    p.EndElementHandler = lambda tag: builder.end(qname(tag))
+    depth = 0
+
+    def start(tag: str, attrs: dict[str, str]) -> None:
+        nonlocal depth
+        depth += 1
+        if depth > MAX_SVG_DEPTH:
+            raise _UnsafeSvg(f"SVG nested too deeply (over {MAX_SVG_DEPTH} levels)")
+        builder.start(qname(tag), {qname(k): v for k, v in attrs.items()})
+
+    def end(tag: str) -> None:
+        nonlocal depth
+        depth -= 1
+        builder.end(qname(tag))
+
+    p.StartElementHandler = start
+    p.EndElementHandler = end
     p.CharacterDataHandler = builder.data
     p.Parse(data, True)
     return builder.close()

@@ -310,6 +310,25 @@ def test_svg_entities_are_refused(svg):
     assert "unsafe SVG" in reason_of(e) and "entit" in reason_of(e)
 
 
+def test_svg_encodings_and_complexity_limits(monkeypatch):
+    tiny = '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 2 1"><title>Herm\xe8s</title></svg>'
+    assert load_image_bytes(tiny.encode("utf-16"), "u16.svg").size == (512, 256)
+    latin = '<?xml version="1.0" encoding="ISO-8859-1"?>' + tiny
+    assert load_image_bytes(latin.encode("latin-1"), "latin.svg").size == (512, 256)
+    deep = '<svg xmlns="http://www.w3.org/2000/svg">' + "<g>" * 5000 + "</g>" * 5000 + "</svg>"
+    with pytest.raises(ImageError) as e:
+        load_image_bytes(deep.encode(), "deep.svg")
+    assert reason_of(e) == "SVG nested too deeply (over 500 levels)"
+    monkeypatch.setattr(imageio, "MAX_SVG_ELEMENTS", 100)
+    many = '<svg xmlns="http://www.w3.org/2000/svg">' + "<rect/>" * 150 + "</svg>"
+    with pytest.raises(ImageError) as e:
+        load_image_bytes(many.encode(), "many.svg")
+    assert reason_of(e) == "SVG too complex (over 100 elements)"
+    with pytest.raises(ImageError) as e:
+        load_image_bytes(b"\x1f\x8b\x08\x00garbage", "broken.svgz")
+    assert reason_of(e).startswith("corrupt compressed SVG")
+
+
 def test_invalid_svgs():
     for data, why in [
         (b"<svg><g></svg>", "invalid SVG XML"),
@@ -550,9 +569,16 @@ def test_iter_root_given_through_a_symlink(tmp_path):
 
 def test_iter_deep_nesting_without_recursion(tmp_path):
     deep = tmp_path / "deep"
+    dirs = []
     d = deep
     for _ in range(1100):  # deeper than Python's default recursion limit (mkdir(parents=True) recurses)
         d = d / "d"
         d.mkdir(parents=d == deep / "d")
-    _touch_image(d / "bottom.png")
-    assert list(iter_image_files(deep)) == [d / "bottom.png"]
+        dirs.append(d)
+    try:
+        _touch_image(d / "bottom.png")
+        assert list(iter_image_files(deep)) == [d / "bottom.png"]
+    finally:  # pytest's own tmp cleanup (shutil.rmtree) recurses and would overflow on this tree
+        (d / "bottom.png").unlink(missing_ok=True)
+        for sub in reversed(dirs):
+            sub.rmdir()
