@@ -332,3 +332,26 @@ def test_manifest_input(tmp_path: Path, embedder: Embedder) -> None:
     assert [r["status"] for r in rows] == ["ok", "error", "ok"]
     assert rows[0]["verdict"] == "suspect"
     assert Path(rows[0]["image"]).resolve() == good[0].resolve()
+
+
+def test_scan_messy_dump_one_correct_row_per_file(tmp_path: Path, embedder: Embedder,
+                                                  image_cases: tuple[Path, dict[str, str | None]]) -> None:
+    """Issue 5: a folder mixing every hard case finishes with one correct row per file."""
+    from ccu_vision.scan import collect_inputs
+
+    folder, expected = image_cases
+    (folder / "loop").symlink_to(folder, target_is_directory=True)  # a loop: followed once, detected
+    items = collect_inputs(folder)
+    out = tmp_path / "messy.jsonl"
+    s = run_scan(items, out, embedder, FakeCatalog(), workers=2, batch_size=4, progress=False)
+    rows = read_rows(out)
+    got = {Path(r["image"]).relative_to(folder).as_posix(): r for r in rows}
+    assert len(rows) == len(got)  # none twice
+    assert set(got) == set(expected)  # none missing
+    for name, reason in expected.items():
+        r = got[name]
+        if reason is None:
+            assert r["status"] == "ok", (name, r.get("error"))
+        else:
+            assert r["status"] == "error" and reason in r["error"], (name, r.get("error"))
+    assert s.errors == sum(v is not None for v in expected.values())
