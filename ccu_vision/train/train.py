@@ -1,0 +1,221 @@
+"""``ccu-vision train``: fine-tune the embedder on real marks in real photos (resumable).
+
+    ccu-vision train --photos DIR --out runs/v1                 # defaults from train/default.json
+    ccu-vision train --photos DIR --out runs/v1 --resume        # continue from runs/v1/last.pt
+    ccu-vision train --photos DIR --out runs/v1 --device cuda   # same recipe on a GPU
+
+The config actually used is written to OUT/config.json; checkpoints to OUT/last.pt (tensors only,
+loaded with ``weights_only=True``); progress to OUT/train.log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import random
+import sys
+import time
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..logos import brands as brand_split
+from ..photos import find_photo_dir, list_photos, load_photos, photo_class, procedural_photos
+from .data import BatchStream, DataConfig
+from .model import CcuNet, create_backbone, gem_global, gem_windows
+
+log = logging.getLogger(__name__)
+
+
+def load_config(path: str | None) -> dict:
+    """The default config, updated with a user JSON file when given."""
+    cfg = json.loads(resources.files("ccu_vision.train").joinpath("default.json").read_text())
+    if path:
+        user = json.loads(Path(path).read_text())
+        data = {**cfg["data"], **user.pop("data", {})}
+        cfg.update(user)
+        cfg["data"] = data
+    return cfg
+
+
+def build_model(cfg: dict, cache_dir: Path) -> CcuNet:
+    backbone = create_backbone(cfg["arch"], cfg["weights"], cache_dir)
+    model = CcuNet(backbone, dim=cfg["dim"], project=True)
+    model.freeze(cfg["freeze_blocks"])
+    return model
+
+
+def nce(a: torch.Tensor, b: torch.Tensor, t: float, extra_neg: torch.Tensor | None = None) -> torch.Tensor:
+    """Symmetric InfoNCE between matched rows of a and b; extra_neg are negatives for b's rows."""
+    logits = a @ b.t() / t
+    target = torch.arange(len(a), device=a.device)
+    loss_a = F.cross_entropy(logits, target)
+    logits_b = logits.t()
+    if extra_neg is not None and len(extra_neg):
+        logits_b = torch.cat([logits_b, b @ extra_neg.t() / t], dim=1)
+    return 0.5 * (loss_a + F.cross_entropy(logits_b, target))
+
+
+def step_losses(model: CcuNet, proxies: torch.Tensor, batch: dict, cfg: dict, dev: torch.device) -> dict:
+    p, t = cfg["gem_p"], cfg["temperature"]
+    cl = torch.channels_last
+    q_local = model(batch["query"].to(dev, memory_format=cl))
+    q = gem_windows(q_local, batch["query_win"], p)
+    bg = torch.zeros((0, q.shape[1]), device=dev)
+    if len(batch["bg_win"]):
+        bg = gem_windows(q_local[batch["bg_owner"].to(dev)], batch["bg_win"], p)
+    r = gem_global(model(batch["ref"].to(dev, memory_format=cl)), p)
+    labels = batch["label"].to(dev)
+    W = F.normalize(proxies, dim=1)
+    s = cfg["proxy_scale"]
+    l_proxy = 0.5 * (F.cross_entropy(s * q @ W.t(), labels) + F.cross_entropy(s * r @ W.t(), labels))
+    l_logo = nce(q, r, t, extra_neg=bg)
+    out = {"proxy": l_proxy, "logo_nce": l_logo}
+    total = cfg["w_proxy"] * l_proxy + cfg["w_logo_nce"] * l_logo
+    if "copy_a" in batch:
+        a = gem_windows(model(batch["copy_a"].to(dev, memory_format=cl)), batch["copy_a_win"], p)
+        b = gem_windows(model(batch["copy_b"].to(dev, memory_format=cl)), batch["copy_b_win"], p)
+        l_copy = nce(a, b, t)
+        out["copy_nce"] = l_copy
+        total = total + cfg["w_copy_nce"] * l_copy
+        with torch.no_grad():
+            out["copy_acc"] = ((a @ b.t()).argmax(1) == torch.arange(len(a), device=dev)).float().mean()
+    with torch.no_grad():
+        out["logo_acc"] = ((q @ r.t()).argmax(1) == torch.arange(len(q), device=dev)).float().mean()
+    out["total"] = total
+    return out
+
+
+def lr_factor(step: int, total: int, warmup: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    prog = (step - warmup) / max(1, total - warmup)
+    return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, prog)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="ccu-vision train", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", help="JSON overrides of ccu_vision/train/default.json")
+    ap.add_argument("--photos", help="folder of photos (class sub-folders optional); default $CCU_PHOTOS")
+    ap.add_argument("--out", required=True, help="run folder (checkpoints, log, config)")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    ap.add_argument("--steps", type=int, help="override the number of steps")
+    ap.add_argument("--minutes", type=float, help="stop (and checkpoint) after this wall time")
+    ap.add_argument("--export", help="write the ONNX model here when training ends")
+    ap.add_argument("--seed", type=int)
+    args = ap.parse_args(argv)
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
+                        handlers=[logging.StreamHandler(sys.stderr), logging.FileHandler(out / "train.log")])
+    cfg = load_config(args.config)
+    for k in ("steps", "minutes", "seed"):
+        if getattr(args, k) is not None:
+            cfg[k] = getattr(args, k)
+    if args.resume and (out / "config.json").exists():
+        saved = json.loads((out / "config.json").read_text())
+        saved["minutes"] = cfg["minutes"]
+        cfg = saved
+    (out / "config.json").write_text(json.dumps(cfg, indent=2))
+    seed = cfg["seed"]
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.set_num_threads(cfg["threads"])
+    dev = torch.device(args.device)
+
+    train_brands = brand_split("train")
+    photo_dir = find_photo_dir(args.photos)
+    if photo_dir is None:
+        log.warning("no photo folder found: using procedural backgrounds (pass --photos for real training)")
+        photos, classes = procedural_photos(200, cfg["photo_max_side"], seed), None
+    else:
+        paths = list_photos(photo_dir, cfg["photos_split"])
+        photos = load_photos(paths, cfg["photo_max_side"])
+        classes = [photo_class(p) for p in paths][: len(photos)]
+        log.info("photos: %d from %s", len(photos), photo_dir)
+    log.info("training brands: %d", len(train_brands))
+
+    model = build_model(cfg, out).to(dev).to(memory_format=torch.channels_last)
+    proxies = torch.nn.Parameter(torch.randn(len(train_brands), model.dim, device=dev) * 0.01)
+    head = list(model.proj.parameters())
+    body = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("proj.")]
+    opt = torch.optim.AdamW([
+        {"params": body, "lr": cfg["lr"]},
+        {"params": head, "lr": cfg["head_lr"]},
+        {"params": [proxies], "lr": cfg["proxy_lr"], "weight_decay": 0.0},
+    ], weight_decay=cfg["weight_decay"])
+    base_lrs = [g["lr"] for g in opt.param_groups]
+    step = 0
+    ckpt = out / "last.pt"
+    if args.resume and ckpt.exists():
+        state = torch.load(ckpt, map_location=dev, weights_only=True)
+        model.load_state_dict(state["model"])
+        proxies.data.copy_(state["proxies"])
+        opt.load_state_dict(state["opt"])
+        step = int(state["step"])
+        log.info("resumed from %s at step %d", ckpt, step)
+
+    dcfg = DataConfig(**{**cfg["data"], "region_scales": tuple(cfg["data"]["region_scales"])})
+    stream = BatchStream(dcfg, train_brands, photos, classes, seed=seed + step)
+    from ..logos import MaskBank
+
+    stream.bank = MaskBank(train_brands)  # rendered once here, shared with the worker by fork
+    loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=cfg["workers"],
+                                         prefetch_factor=4 if cfg["workers"] else None,
+                                         persistent_workers=bool(cfg["workers"]))
+    total = cfg["steps"]
+    t0 = time.time()
+    step0 = step
+    model.train()
+    it = iter(loader)
+    avg: dict[str, float] = {}
+    while step < total:
+        if cfg.get("minutes") and time.time() - t0 > 60 * cfg["minutes"]:
+            log.info("time budget reached at step %d", step)
+            break
+        batch = next(it)
+        f = lr_factor(step, total, cfg["warmup"])
+        for g, b in zip(opt.param_groups, base_lrs):
+            g["lr"] = b * f
+        losses = step_losses(model, proxies, batch, cfg, dev)
+        opt.zero_grad(set_to_none=True)
+        losses["total"].backward()
+        opt.step()
+        step += 1
+        for k, v in losses.items():
+            fv = float(v.detach()) if torch.is_tensor(v) else float(v)
+            avg[k] = 0.9 * avg.get(k, fv) + 0.1 * fv
+        if step % cfg["log_every"] == 0:
+            el = time.time() - t0
+            log.info("step %d/%d %.2fs/step | %s", step, total, el / max(1, step - step0),
+                     " ".join(f"{k}={v:.3f}" for k, v in avg.items()))
+        if step % cfg["checkpoint_every"] == 0 or step == total:
+            save_checkpoint(ckpt, model, proxies, opt, step)
+    save_checkpoint(ckpt, model, proxies, opt, step)
+    log.info("done: %d steps in %.1f min", step, (time.time() - t0) / 60)
+    if args.export:
+        from .export import export_onnx
+
+        export_onnx(model.cpu().eval(), cfg, Path(args.export), train_info={"steps": step, "minutes": round((time.time() - t0) / 60, 1)})
+    return 0
+
+
+def save_checkpoint(path: Path, model: CcuNet, proxies: torch.Tensor, opt, step: int) -> None:
+    """Atomic checkpoint (tensors only)."""
+    tmp = path.with_suffix(".tmp")
+    torch.save({"model": model.state_dict(), "proxies": proxies.detach(), "opt": opt.state_dict(),
+                "step": torch.tensor(step)}, tmp)
+    tmp.replace(path)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
