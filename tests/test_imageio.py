@@ -52,11 +52,11 @@ def test_cmyk_jpeg_becomes_rgb_with_right_colours(image_case):
     assert close(px(img, 56, 16), (0, 0, 255), 20)
 
 
-def test_cmyk_jpeg_with_icc_profile_is_colour_managed(tmp_path):
+def test_cmyk_jpeg_with_unusable_icc_profile_falls_back(tmp_path):
     from PIL import ImageCms
 
     cmyk = Image.new("CMYK", (16, 16), (0, 255, 255, 0))
-    # any valid profile exercises the ICC path; an sRGB profile tagged on CMYK data is invalid -> fallback
+    # an sRGB profile tagged on CMYK data cannot be applied: the plain conversion must take over
     icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     p = tmp_path / "icc.jpg"
     cmyk.save(p, "JPEG", icc_profile=icc)
@@ -329,12 +329,26 @@ def test_svg_encodings_and_complexity_limits(monkeypatch):
     assert reason_of(e).startswith("corrupt compressed SVG")
 
 
+def _use_bomb() -> bytes:
+    levels = "".join(
+        f'<g id="a{i}">' + f'<use href="#a{i - 1}"/>' * 10 + "</g>" for i in range(1, 8)
+    )
+    return (
+        '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 10 10"><defs><rect id="a0" width="1" height="1"/>'
+        f'{levels}</defs><use href="#a7"/></svg>'
+    ).encode()
+
+
 def test_invalid_svgs():
     for data, why in [
         (b"<svg><g></svg>", "invalid SVG XML"),
         (b'<svg xmlns="http://www.w3.org/2000/svg"><text>&nbsp;</text></svg>', "undefined entity"),
         (b"just words, named .svg", "invalid SVG XML"),
         (b'<svg xmlns="http://www.w3.org/2000/svg" width="0" height="0"/>', "invalid SVG"),
+        (_use_bomb(), "nodes limit"),  # exponential <use> expansion stopped by resvg
+        (b'<svg xmlns="http://www.w3.org/2000/svg"><g id="a"><use href="#b"/></g><g id="b"><use href="#a"/></g></svg>',
+         "invalid SVG"),
+        (b"<?xml version='1.0'?><notsvg/>", "XML document (root element <notsvg>), not an image"),
     ]:
         with pytest.raises(ImageError) as e:
             load_image_bytes(data, "bad.svg")
