@@ -91,10 +91,11 @@ def step_losses(model: CcuNet, proxies: torch.Tensor, batch: dict, cfg: dict, de
     return out
 
 
-def lr_factor(step: int, total: int, warmup: int) -> float:
+def lr_factor(step: int, total: int, warmup: int, time_frac: float = 0.0) -> float:
+    """Linear warm-up, then cosine decay over whichever runs out first: steps or the time budget."""
     if step < warmup:
         return (step + 1) / warmup
-    prog = (step - warmup) / max(1, total - warmup)
+    prog = max((step - warmup) / max(1, total - warmup), time_frac)
     return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, prog)))
 
 
@@ -155,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     ], weight_decay=cfg["weight_decay"])
     base_lrs = [g["lr"] for g in opt.param_groups]
     step = 0
+    elapsed_before = 0.0  # training seconds spent before a resume (for the time-based schedule)
     ckpt = out / "last.pt"
     if args.resume and ckpt.exists():
         state = torch.load(ckpt, map_location=dev, weights_only=True)
@@ -162,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         proxies.data.copy_(state["proxies"])
         opt.load_state_dict(state["opt"])
         step = int(state["step"])
+        elapsed_before = float(state.get("elapsed", torch.tensor(0.0)))
         log.info("resumed from %s at step %d", ckpt, step)
 
     dcfg = DataConfig(**{**cfg["data"], "region_scales": tuple(cfg["data"]["region_scales"])})
@@ -179,11 +182,13 @@ def main(argv: list[str] | None = None) -> int:
     it = iter(loader)
     avg: dict[str, float] = {}
     while step < total:
-        if cfg.get("minutes") and time.time() - t0 > 60 * cfg["minutes"]:
+        if cfg.get("minutes") and elapsed_before + time.time() - t0 > 60 * cfg["minutes"]:
             log.info("time budget reached at step %d", step)
             break
         batch = next(it)
-        f = lr_factor(step, total, cfg["warmup"])
+        budget = 60 * cfg["minutes"] if cfg.get("minutes") else 0
+        time_frac = (elapsed_before + time.time() - t0) / budget if budget else 0.0
+        f = lr_factor(step, total, cfg["warmup"], time_frac)
         for g, b in zip(opt.param_groups, base_lrs):
             g["lr"] = b * f
         losses = step_losses(model, proxies, batch, cfg, dev)
@@ -199,8 +204,8 @@ def main(argv: list[str] | None = None) -> int:
             log.info("step %d/%d %.2fs/step | %s", step, total, el / max(1, step - step0),
                      " ".join(f"{k}={v:.3f}" for k, v in avg.items()))
         if step % cfg["checkpoint_every"] == 0 or step == total:
-            save_checkpoint(ckpt, model, proxies, opt, step)
-    save_checkpoint(ckpt, model, proxies, opt, step)
+            save_checkpoint(ckpt, model, proxies, opt, step, elapsed_before + time.time() - t0)
+    save_checkpoint(ckpt, model, proxies, opt, step, elapsed_before + time.time() - t0)
     log.info("done: %d steps in %.1f min", step, (time.time() - t0) / 60)
     if args.export:
         from .export import export_onnx
@@ -209,11 +214,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def save_checkpoint(path: Path, model: CcuNet, proxies: torch.Tensor, opt, step: int) -> None:
+def save_checkpoint(path: Path, model: CcuNet, proxies: torch.Tensor, opt, step: int, elapsed: float) -> None:
     """Atomic checkpoint (tensors only)."""
     tmp = path.with_suffix(".tmp")
     torch.save({"model": model.state_dict(), "proxies": proxies.detach(), "opt": opt.state_dict(),
-                "step": torch.tensor(step)}, tmp)
+                "step": torch.tensor(step), "elapsed": torch.tensor(elapsed)}, tmp)
     tmp.replace(path)
 
 
