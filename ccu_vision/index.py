@@ -287,3 +287,17 @@ def deserialize(data: bytes) -> faiss.Index:
     """An index from :func:`serialize` bytes. Only call this on bytes whose checksum was verified:
     FAISS trusts its input."""
     return faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+
+
+def index_ids(index: faiss.Index) -> np.ndarray:
+    """All ids held by an index built here (sorted int64), whatever its kind."""
+    if index_kind(index) != "ivfpq":
+        return np.sort(faiss.vector_to_array(faiss.downcast_index(index).id_map).astype(np.int64))
+    ivf = faiss.downcast_index(index)
+    lists = ivf.invlists
+    out = [
+        faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).astype(np.int64).copy()
+        for i in range(ivf.nlist)
+        if lists.list_size(i)
+    ]
+    return np.sort(np.concatenate(out)) if out else np.zeros(0, np.int64)

@@ -153,3 +153,9 @@ def test_choose_kind():
     assert ix.choose_kind(ix.FLAT_MAX) == "hnsw"
     assert ix.choose_kind(ix.HNSW_MAX - 1) == "hnsw"
     assert ix.choose_kind(ix.HNSW_MAX) == "ivfpq"
+
+
+def test_index_ids(built, data):
+    for kind, index in built.items():
+        np.testing.assert_array_equal(ix.index_ids(index), np.sort(data["ids"]), err_msg=kind)
+    assert len(ix.index_ids(ix.make_index(4, "flat"))) == 0
