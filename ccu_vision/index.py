@@ -71,6 +71,12 @@ def ivf_params(n: int, dim: int) -> tuple[int, int]:
     return nlist, m
 
 
+def pq_nbits(n: int) -> int:
+    """Bits per PQ code: 8 (256 centroids per sub-quantizer) once there are >= 1024 training
+    vectors, fewer for tiny training sets (k-means needs more points than centroids)."""
+    return int(min(8, max(1, math.floor(math.log2(max(n, 2))) - 2)))
+
+
 def make_index(
     dim: int,
     kind: str = "flat",
@@ -94,9 +100,10 @@ def make_index(
         inner.hnsw.efSearch = ef_search
         return faiss.IndexIDMap2(inner)
     if kind == "ivfpq":
-        nlist, m = ivf_params(n_hint or IVFPQ_MIN_TRAIN, dim)
+        n = n_hint or IVFPQ_MIN_TRAIN
+        nlist, m = ivf_params(n, dim)
         quantizer = faiss.IndexFlatIP(dim)
-        index = faiss.IndexIVFPQ(quantizer, dim, nlist, m, 8, faiss.METRIC_INNER_PRODUCT)
+        index = faiss.IndexIVFPQ(quantizer, dim, nlist, m, pq_nbits(n), faiss.METRIC_INNER_PRODUCT)
         index.nprobe = min(nprobe, nlist)
         return index
     raise ValueError(f"unknown index kind {kind!r} (expected one of {', '.join(KINDS)})")
