@@ -87,7 +87,9 @@ def _fail(msg: str) -> NoReturn:
 
 
 def _jsonable(obj: Any) -> Any:
-    if is_dataclass(obj) and not isinstance(obj, type):
+    if hasattr(obj, "to_dict") and callable(obj.to_dict):
+        obj = obj.to_dict()
+    elif is_dataclass(obj) and not isinstance(obj, type):
         obj = asdict(obj)
     if isinstance(obj, dict):
         return {k: _jsonable(v) for k, v in obj.items()}

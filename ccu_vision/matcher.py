@@ -36,8 +36,6 @@ class CatalogLike(Protocol):
     @property
     def thresholds(self) -> dict: ...
 
-    def count(self, kind: str | None = None) -> int: ...
-
     def search(self, kind: str, queries: np.ndarray, k: int) -> list[list[tuple[str, float, int]]]: ...
 
     def get(self, ref_id: str) -> Any: ...
@@ -94,33 +92,32 @@ def match_photos(
     logo_best: list[dict[str, tuple[float, np.ndarray]]] = [{} for _ in range(n)]
     dup_best: list[dict[str, float]] = [{} for _ in range(n)]
 
-    if catalog.count("logo") > 0:
-        counts = [len(p.regions) for p in photos]
-        queries = np.concatenate([np.asarray(p.regions, np.float32).reshape(-1, p.global_vec.shape[-1])
-                                  for p in photos])
-        if len(queries):
-            t0 = time.perf_counter()
-            hits = catalog.search("logo", np.ascontiguousarray(queries), region_k)
-            t_search += time.perf_counter() - t0
-            row = 0
-            for i, (p, c) in enumerate(zip(photos, counts, strict=True)):
-                best = logo_best[i]
-                for r in range(c):
-                    for ref_id, score, _vec_id in hits[row + r]:
-                        cur = best.get(ref_id)
-                        if cur is None or score > cur[0]:
-                            best[ref_id] = (float(score), p.boxes[r])
-                row += c
-
-    if catalog.count("product") > 0:
-        queries = np.stack([np.asarray(p.global_vec, np.float32) for p in photos])
+    # no count() pre-check: an empty index answers with empty lists, and counting can be O(refs)
+    counts = [len(p.regions) for p in photos]
+    queries = np.concatenate([np.asarray(p.regions, np.float32).reshape(-1, p.global_vec.shape[-1])
+                              for p in photos])
+    if len(queries):
         t0 = time.perf_counter()
-        hits = catalog.search("product", np.ascontiguousarray(queries), top_k)
+        hits = catalog.search("logo", np.ascontiguousarray(queries), region_k)
         t_search += time.perf_counter() - t0
-        for i in range(n):
-            for ref_id, score, _vec_id in hits[i]:
-                if score > dup_best[i].get(ref_id, -np.inf):
-                    dup_best[i][ref_id] = float(score)
+        row = 0
+        for i, (p, c) in enumerate(zip(photos, counts, strict=True)):
+            best = logo_best[i]
+            for r in range(c):
+                for ref_id, score, _vec_id in hits[row + r]:
+                    cur = best.get(ref_id)
+                    if cur is None or score > cur[0]:
+                        best[ref_id] = (float(score), p.boxes[r])
+            row += c
+
+    queries = np.stack([np.asarray(p.global_vec, np.float32) for p in photos])
+    t0 = time.perf_counter()
+    hits = catalog.search("product", np.ascontiguousarray(queries), top_k)
+    t_search += time.perf_counter() - t0
+    for i in range(n):
+        for ref_id, score, _vec_id in hits[i]:
+            if score > dup_best[i].get(ref_id, -np.inf):
+                dup_best[i][ref_id] = float(score)
 
     brands: dict[str, str] = {}
 
