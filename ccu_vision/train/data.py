@@ -12,7 +12,7 @@ from PIL import Image
 from .. import synth
 from ..embedder import content_window, region_windows
 from ..logos import Brand, MaskBank, logo_rgba, reference_color
-from ..preprocess import feature_grid, letterbox, normalize, prepare_logo
+from ..preprocess import feature_grid, letterbox, prepare_logo
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,7 @@ class BatchMaker:
         self.rng = np.random.default_rng(seed)
         self.grid = feature_grid(cfg.query_size, cfg.stride)
         self.windows = region_windows(self.grid, cfg.region_scales)
+        self._ref_cache: dict[tuple[int, int], np.ndarray] = {}
         classes = classes or ["all"] * len(photos)
         self.by_class: dict[str, list[int]] = {}
         for i, c in enumerate(classes):
@@ -103,8 +104,15 @@ class BatchMaker:
         win = self.windows[best_window(pl.box, self.windows, cfg.stride)]
         bgs = bg_windows(pl.box, self.windows, cfg.stride, cfg.bg_regions, rng)
         r = rng.random()
-        color = reference_color(brand) if r < 0.75 else (0, 0, 0) if r < 0.95 else tuple(int(v) for v in rng.integers(0, 160, 3))
-        ref = prepare_logo(logo_rgba(self.bank.masks[label], color), cfg.ref_size, cfg.logo_fill)
+        variant = 0 if r < 0.75 else 1 if r < 0.95 else 2
+        key = (label, variant)
+        ref = self._ref_cache.get(key)
+        if ref is None:
+            color = reference_color(brand) if variant == 0 else (0, 0, 0) if variant == 1 else tuple(
+                int(v) for v in rng.integers(0, 160, 3))
+            ref = prepare_logo(logo_rgba(self.bank.masks[label], color), cfg.ref_size, cfg.logo_fill)
+            if variant < 2:
+                self._ref_cache[key] = ref
         return np.asarray(pim.convert("RGB")), win, bgs, ref
 
     def copy_pair(self, idx: int, others: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -130,11 +138,11 @@ class BatchMaker:
                 bg.append(b)
                 bg_owner.append(i)
         out = {
-            "query": torch.from_numpy(normalize(np.stack(q), cfg.mean, cfg.std)),
+            "query": torch.from_numpy(np.stack(q)),
             "query_win": torch.from_numpy(np.stack(wins)),
             "bg_win": torch.from_numpy(np.stack(bg) if bg else np.zeros((0, 4), np.int64)),
             "bg_owner": torch.as_tensor(bg_owner, dtype=torch.long),
-            "ref": torch.from_numpy(normalize(np.stack(refs), cfg.mean, cfg.std)),
+            "ref": torch.from_numpy(np.stack(refs)),
             "label": torch.from_numpy(labels.astype(np.int64)),
         }
         if cfg.copies_per_batch:
@@ -146,11 +154,19 @@ class BatchMaker:
                 pool.extend(int(t) for t in take if int(t) not in pool)
             others = [self.photos[int(rng.integers(len(self.photos)))] for _ in range(4)]
             A, WA, B, WB = zip(*(self.copy_pair(i, others) for i in pool))
-            out["copy_a"] = torch.from_numpy(normalize(np.stack(A), cfg.mean, cfg.std))
+            out["copy_a"] = torch.from_numpy(np.stack(A))
             out["copy_a_win"] = torch.from_numpy(np.stack(WA))
-            out["copy_b"] = torch.from_numpy(normalize(np.stack(B), cfg.mean, cfg.std))
+            out["copy_b"] = torch.from_numpy(np.stack(B))
             out["copy_b_win"] = torch.from_numpy(np.stack(WB))
         return out
+
+
+def to_input(u8: torch.Tensor, mean, std, dev: torch.device) -> torch.Tensor:
+    """uint8 [N, H, W, 3] -> normalized float [N, 3, H, W] (channels_last), same as preprocess.normalize."""
+    x = u8.to(dev).permute(0, 3, 1, 2).float().div_(255.0)
+    m = torch.tensor(mean, device=dev).view(1, 3, 1, 1)
+    s = torch.tensor(std, device=dev).view(1, 3, 1, 1)
+    return ((x - m) / s).contiguous(memory_format=torch.channels_last)
 
 
 class BatchStream(torch.utils.data.IterableDataset):

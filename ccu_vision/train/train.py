@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from ..logos import brands as brand_split
 from ..photos import find_photo_dir, list_photos, load_photos, photo_class, procedural_photos
-from .data import BatchStream, DataConfig
+from .data import BatchStream, DataConfig, to_input
 from .model import CcuNet, create_backbone, gem_global, gem_windows
 
 log = logging.getLogger(__name__)
@@ -63,13 +63,17 @@ def nce(a: torch.Tensor, b: torch.Tensor, t: float, extra_neg: torch.Tensor | No
 
 def step_losses(model: CcuNet, proxies: torch.Tensor, batch: dict, cfg: dict, dev: torch.device) -> dict:
     p, t = cfg["gem_p"], cfg["temperature"]
-    cl = torch.channels_last
-    q_local = model(batch["query"].to(dev, memory_format=cl))
+    d = cfg["data"]
+
+    def inp(key: str) -> torch.Tensor:
+        return to_input(batch[key], d.get("mean", (0.5, 0.5, 0.5)), d.get("std", (0.5, 0.5, 0.5)), dev)
+
+    q_local = model(inp("query"))
     q = gem_windows(q_local, batch["query_win"], p)
     bg = torch.zeros((0, q.shape[1]), device=dev)
     if len(batch["bg_win"]):
         bg = gem_windows(q_local[batch["bg_owner"].to(dev)], batch["bg_win"], p)
-    r = gem_global(model(batch["ref"].to(dev, memory_format=cl)), p)
+    r = gem_global(model(inp("ref")), p)
     labels = batch["label"].to(dev)
     W = F.normalize(proxies, dim=1)
     s = cfg["proxy_scale"]
@@ -78,8 +82,8 @@ def step_losses(model: CcuNet, proxies: torch.Tensor, batch: dict, cfg: dict, de
     out = {"proxy": l_proxy, "logo_nce": l_logo}
     total = cfg["w_proxy"] * l_proxy + cfg["w_logo_nce"] * l_logo
     if "copy_a" in batch:
-        a = gem_windows(model(batch["copy_a"].to(dev, memory_format=cl)), batch["copy_a_win"], p)
-        b = gem_windows(model(batch["copy_b"].to(dev, memory_format=cl)), batch["copy_b_win"], p)
+        a = gem_windows(model(inp("copy_a")), batch["copy_a_win"], p)
+        b = gem_windows(model(inp("copy_b")), batch["copy_b_win"], p)
         l_copy = nce(a, b, t)
         out["copy_nce"] = l_copy
         total = total + cfg["w_copy_nce"] * l_copy

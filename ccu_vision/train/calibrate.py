@@ -1,0 +1,61 @@
+"""``python -m ccu_vision.train.calibrate``: calibrate a model's flag thresholds and store them in the file.
+
+    python -m ccu_vision.train.calibrate --model runs/v1/model.onnx --evalset out/eval-calib
+
+Thresholds are the lowest scores at which the model's top-1 predictions on a held-out calibration
+set (held-out brands, the photo folder's ``validation`` split) reach the target precision (0.95).
+They are written into the ONNX metadata (``ccu.thresholds``) together with the calibration
+numbers, so every catalog built with the model starts from them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from ..embedder import Embedder
+from ..evalset import EvalConfig, build_eval_set, read_truth
+from ..evaluate import dup_metrics, logo_metrics, rank_with_embedder
+from .export import set_thresholds
+
+log = logging.getLogger(__name__)
+
+CALIB_CONFIG = EvalConfig(split="validation", seed=777, n_brands=300, n_products=120, n_lookalikes=150)
+
+
+def calibrate_model(model: Path, evalset: Path, precision: float = 0.95) -> dict:
+    """Compute thresholds on ``evalset`` and write them into ``model``; returns them with the calibration metrics."""
+    emb = Embedder(model)
+    truth = read_truth(evalset)
+    lr, dr, _ = rank_with_embedder(emb, evalset)
+    lm, dm = logo_metrics(truth, lr, precision=precision), dup_metrics(truth, dr, precision=precision)
+    th = {
+        "logo": round(lm["threshold@p95"], 5),
+        "near_duplicate": round(dm["threshold@p95"], 5),
+        "precision": precision,
+        "calibrated_on": json.loads((evalset / "set.json").read_text())["config"],
+        "recall_at_threshold": {"logo": round(lm["recall@p95"], 4), "near_duplicate": round(dm["recall@p95"], 4)},
+    }
+    set_thresholds(model, th)
+    return {"thresholds": th, "logo": lm, "dup": dm}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="ccu-vision calibrate", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", required=True, type=Path)
+    ap.add_argument("--evalset", type=Path, default=Path("out/eval-calib"))
+    ap.add_argument("--photos", help="photo folder for building the calibration set if missing")
+    ap.add_argument("--precision", type=float, default=0.95)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    build_eval_set(args.evalset, CALIB_CONFIG, args.photos)
+    res = calibrate_model(args.model, args.evalset, args.precision)
+    print(json.dumps(res["thresholds"], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
