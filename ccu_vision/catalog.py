@@ -482,15 +482,18 @@ class Catalog:
                 with contextlib.suppress(Exception):
                     db.close()
             self._db_writable = False
-        for params in ("mode=ro", "mode=ro&immutable=1"):
+        modes = ["mode=ro"]
+        if not os.access(self.home, os.W_OK):  # nobody can write here: safe to read it as immutable
+            modes.append("mode=ro&immutable=1")
+        for params in modes:
             try:
                 db = sqlite3.connect(
                     f"file:{quote(path)}?{params}", uri=True, isolation_level=None, check_same_thread=False, timeout=30
                 )
                 db.execute("SELECT count(*) FROM sqlite_master").fetchone()
                 self._db = db
-                if errors:
-                    log.warning("catalog %s opened read-only: %s", self.home, errors[0])
+                if not self.readonly:
+                    log.warning("catalog %s is read-only (%s): opened for reading only", self.home, errors[0])
                 return
             except sqlite3.Error as e:
                 errors.append(_reason(e))
