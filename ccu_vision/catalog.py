@@ -457,6 +457,11 @@ class Catalog:
                     os.fsync(f.fileno())
                 os.replace(tmp, self._db_path)  # the catalog exists once its complete DB is in place
                 _fsync_dir(self.home)
+                self._meta = {
+                    **meta, "generation": 0, "remove_generation": 0,
+                    "fingerprint": dict(model.fingerprint), "model": info, "thresholds": dict(model.thresholds),
+                }
+                self._write_manifest({})
             except (OSError, sqlite3.Error) as e:
                 for p in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
                     with contextlib.suppress(OSError):

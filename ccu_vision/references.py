@@ -14,6 +14,7 @@ read or decoded becomes an ``ok=False`` event with the reason; the others are st
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from collections.abc import Iterable, Iterator, Sequence
@@ -23,7 +24,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
-from .catalog import REF_KINDS, Catalog, DuplicateRefError, ref_id_for
+from .catalog import REF_ID_LEN, REF_KINDS, Catalog, DuplicateRefError
 from .errors import CatalogError, ImageError, ManifestError
 
 log = logging.getLogger(__name__)
@@ -190,8 +191,9 @@ def _prepare(catalog: Catalog, embedder: Any, item: _Item) -> _Ready:
         data = read_image_bytes(item.path)
     except ImageError as e:
         return _Ready(item, error=e.reason)
-    rec = catalog.get(ref_id_for(data))
-    if rec is not None and rec.brand == item.brand and rec.kind == item.kind and rec.sha256:
+    sha = hashlib.sha256(data).hexdigest()
+    rec = catalog.get(sha[:REF_ID_LEN])
+    if rec is not None and rec.sha256 == sha and rec.brand == item.brand and rec.kind == item.kind:
         return _Ready(item, data=data, existing=rec.ref_id)  # idempotent re-add: no need to embed
     try:
         if item.kind == "logo":
