@@ -641,14 +641,13 @@ class Catalog:
             for kind in REF_KINDS:
                 ids = np.sort(np.fromiter((v for v, k in vec_kind.items() if k == kind), dtype=np.int64))
                 entry = ((manifest or {}).get("index") or {}).get("files", {}).get(kind) if use_files else None
-                loaded = self._load_index_file(db, kind, entry, meta, dim, ids) if entry else None
+                loaded, caught_up = self._load_index_file(db, kind, entry, meta, dim, ids) if entry else (None, False)
                 if loaded is None:
                     if use_files and len(ids):
                         log.warning("catalog %s: rebuilding the %s index from %d stored vectors", self.home, kind, len(ids))
                     loaded = self._build_from_db(db, kind, dim, meta["index_kind"])
-                    dirty.add(kind)
-                elif ix.index_ids(loaded).shape != ids.shape:
-                    dirty.add(kind)  # caught up with vectors added after it was written
+                if caught_up or kind not in self._loaded_sha:
+                    dirty.add(kind)  # the file on disk is not what we hold: rewrite it at the next flush
                 index[kind] = loaded
         self._meta = meta
         self._gen = meta["generation"]
@@ -663,36 +662,47 @@ class Catalog:
 
     def _load_index_file(
         self, db: sqlite3.Connection, kind: str, entry: Any, meta: dict, dim: int, ids: np.ndarray
-    ) -> Any | None:
-        """The index file for ``kind`` if it can be trusted (caught up with newer vectors), else None."""
+    ) -> tuple[Any | None, bool]:
+        """``(index, caught_up)``: the index file for ``kind`` if it can be trusted, with the vectors
+        committed after it was written added (``caught_up``); ``(None, False)`` if not trusted."""
         path = self.home / INDEX_DIR / f"{kind}.faiss"
         try:
             sha, count, gen, max_id = entry["sha256"], int(entry["count"]), int(entry["generation"]), int(entry["max_vec_id"])
         except (KeyError, TypeError, ValueError):
             log.warning("catalog %s: manifest entry for the %s index is malformed", self.home, kind)
-            return None
+            return None, False
         try:
             data = path.read_bytes()
         except OSError as e:
             log.warning("catalog %s: cannot read %s (%s)", self.home, path, _reason(e))
-            return None
-        if hashlib.sha256(data).hexdigest() != sha:
-            log.warning("catalog %s: %s does not match its manifest checksum (tampered or interrupted write); "
-                        "not trusting it", self.home, path)
-            return None
+            return None, False
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != sha:
+            # a writer may have replaced the file (and then the manifest) since we read the manifest
+            try:
+                fresh = ((self._read_manifest() or {}).get("index") or {}).get("files", {}).get(kind) or {}
+                gen, max_id, count = int(fresh["generation"]), int(fresh["max_vec_id"]), int(fresh["count"])
+                ok = fresh.get("sha256") == actual
+            except (CatalogError, KeyError, TypeError, ValueError):
+                ok = False
+            if not ok:
+                log.warning("catalog %s: %s does not match its manifest checksum (tampered or interrupted write); "
+                            "not trusting it", self.home, path)
+                return None, False
+            sha = actual
         if gen > meta["generation"] or meta["remove_generation"] > gen:
             log.info("catalog %s: %s index is from generation %d, database is at %d", self.home, kind, gen, meta["generation"])
-            return None
+            return None, False
         try:
             index = ix.deserialize(data)
             have = ix.index_ids(index)
         except Exception as e:  # noqa: BLE001 - any FAISS failure means: rebuild
             log.warning("catalog %s: cannot load %s (%s)", self.home, path, e)
-            return None
+            return None, False
         expected = ids[ids <= max_id]
         if index.d != dim or len(have) != count or not np.array_equal(have, expected):
             log.warning("catalog %s: %s disagrees with the database (ids or dim); not trusting it", self.home, path)
-            return None
+            return None, False
         newer = ids[ids > max_id]
         if len(newer):
             log.info("catalog %s: adding %d vectors committed after the %s index was written", self.home, len(newer), kind)
@@ -703,7 +713,7 @@ class Catalog:
             ix.add(index, vecs, vids)
         self._tune(index)
         self._loaded_sha[kind] = sha
-        return index
+        return index, bool(len(newer))
 
     def _desired_kind(self, n: int, configured: str) -> str:
         kind = ix.choose_kind(n) if configured == "auto" else configured

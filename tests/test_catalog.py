@@ -586,3 +586,25 @@ def test_set_thresholds_persists(home: Path):
     with Catalog.open(home, FakeModel(), readonly=True) as cat:
         assert cat.thresholds == {"logo": 0.71, "near_duplicate": 0.9, "precision": 0.95}
     assert json.loads((home / "manifest.json").read_text())["thresholds"]["logo"] == 0.71
+
+
+def test_reader_racing_a_flush_is_not_alarmed(home: Path, monkeypatch, caplog):
+    """A reader that read the manifest just before a writer replaced index + manifest must not
+    mistake the new file for tampering: it re-reads the manifest and uses the new file."""
+    with Catalog.open(home, FakeModel()) as cat:
+        fill(cat, 5, seed=1)
+    old = json.loads((home / "manifest.json").read_text())
+    with Catalog.open(home, FakeModel()) as cat:
+        fill(cat, 3, seed=2)
+    real = Catalog._read_manifest
+    calls = []
+
+    def first_stale(self):
+        calls.append(1)
+        return old if len(calls) == 1 else real(self)
+
+    monkeypatch.setattr(Catalog, "_read_manifest", first_stale)
+    with caplog.at_level(logging.INFO), Catalog.open(home, readonly=True) as cat:
+        assert cat.count() == 8 and cat.check() == []
+    assert len(calls) >= 2
+    assert "not trusting" not in caplog.text and "rebuilding" not in caplog.text
