@@ -13,6 +13,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -474,12 +475,22 @@ def test_disk_full_leaves_catalog_unchanged(home: Path, monkeypatch):
     assert not [f for f in after["files"] if f.endswith(".tmp")]
 
 
+RO_MOUNT = 'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1"'
+
+
 def _readonly_mount_available() -> bool:
+    """Non-root: chmod makes a home read-only. Root ignores permissions: needs a private
+    mount namespace where a read-only bind mount can be made (probed on a scratch folder)."""
     if os.geteuid() != 0:
         return True
-    return shutil.which("unshare") is not None and subprocess.run(
-        ["unshare", "-m", "true"], capture_output=True
-    ).returncode == 0
+    if shutil.which("unshare") is None:
+        return False
+    with tempfile.TemporaryDirectory() as d:
+        probe = subprocess.run(
+            ["unshare", "-m", "sh", "-c", RO_MOUNT + ' && ! touch "$1/x" 2>/dev/null', "sh", d],
+            capture_output=True,
+        )
+    return probe.returncode == 0
 
 
 READONLY_PROBE = textwrap.dedent(
@@ -517,7 +528,7 @@ def test_readonly_home_clear_error_and_unchanged(home: Path):
     db_before = file_digest(home / "catalog.db")
     if os.geteuid() == 0:  # root ignores permissions: use a real read-only bind mount
         cmd = ["unshare", "-m", "sh", "-c",
-               'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && exec "$2" -c "$3" "$1"',
+               RO_MOUNT + ' && exec "$2" -c "$3" "$1"',
                "sh", str(home), sys.executable, READONLY_PROBE]
     else:
         for p in [home, *home.rglob("*")]:
