@@ -101,6 +101,16 @@ def trim_to_content(img: Image.Image, tol: int = 12) -> Image.Image:
     return img.convert("RGB").crop((xs.min(), ys.min(), xs.max() + 1, ys.max() + 1))
 
 
+def _alpha_background(rgba: np.ndarray) -> float:
+    """Background (0..1 grey) that :func:`flatten_alpha` puts under a float RGBA image: dark for light marks."""
+    mark = rgba[:, :, 3] > 0.5
+    if mark.any():
+        lum = (rgba[:, :, :3][mark] @ np.array([0.299, 0.587, 0.114], dtype=np.float32)).mean()
+    else:
+        lum = 0.0
+    return 0.12 if lum > 0.8 else 1.0
+
+
 def flatten_alpha(img: Image.Image) -> Image.Image:
     """Composite a transparent image onto white, or onto near-black when the mark itself is light.
 
@@ -112,12 +122,7 @@ def flatten_alpha(img: Image.Image) -> Image.Image:
     rgba = np.asarray(img.convert("RGBA")).astype(np.float32) / 255.0
     a = rgba[:, :, 3:4]
     rgb = rgba[:, :, :3]
-    mark = a[:, :, 0] > 0.5
-    if mark.any():
-        lum = (rgb[mark] @ np.array([0.299, 0.587, 0.114], dtype=np.float32)).mean()
-    else:
-        lum = 0.0
-    bg = 0.12 if lum > 0.8 else 1.0
+    bg = _alpha_background(rgba)
     out = rgb * a + bg * (1.0 - a)
     return Image.fromarray((out * 255.0 + 0.5).clip(0, 255).astype(np.uint8), "RGB")
 
@@ -130,10 +135,16 @@ def prepare_logo(img: Image.Image, size: int, fill: float, interp: str = "biline
     """
     trimmed = trim_to_content(img)
     flat = flatten_alpha(trimmed)
-    arr = np.asarray(flat)
-    # background = median of the border pixels of the flattened image (white for most logos)
-    border = np.concatenate([arr[0], arr[-1], arr[:, 0], arr[:, -1]])
-    bg = tuple(int(v) for v in np.median(border, axis=0)) if border.size else (255, 255, 255)
+    if trimmed.mode == "RGBA":
+        # transparent logo: the background flatten_alpha used (a mark filling its own bounding box, e.g. a
+        # solid badge, must not be padded with its own colour, which would erase its outline)
+        v = int(_alpha_background(np.asarray(trimmed).astype(np.float32) / 255.0) * 255.0 + 0.5)
+        bg = (v, v, v)
+    else:
+        # opaque image: median of its untrimmed border pixels (its own background colour)
+        arr = np.asarray(img.convert("RGB"))
+        border = np.concatenate([arr[0], arr[-1], arr[:, 0], arr[:, -1]])
+        bg = tuple(int(v) for v in np.median(border, axis=0)) if border.size else (255, 255, 255)
     w, h = flat.size
     target = max(1, int(round(size * fill)))
     scale = target / max(w, h)
