@@ -233,6 +233,8 @@ class Embedder:
             raise ModelError(f"{p}: cannot load ONNX model: {str(e).splitlines()[0]}") from None
         meta = self.session.get_modelmeta().custom_metadata_map
         self.info = parse_metadata(meta, path=str(p), sha256=_sha256_file(p))
+        if "local" not in {o.name for o in self.session.get_outputs()}:
+            raise ModelError(f"{p}: not a ccu-vision embedder graph (no output named 'local')")
         self.batch_size = batch_size
         pre = self.info.preprocess
         self.query_size = int(pre["query_size"])
@@ -255,7 +257,9 @@ class Embedder:
         for i in range(0, len(batch_u8), self.batch_size):
             x = normalize(batch_u8[i : i + self.batch_size], self.mean, self.std)
             (local,) = self.session.run(["local"], {self._input: x})
-            assert local.ndim == 4 and local.shape[1] == self.dim, local.shape
+            if local.ndim != 4 or local.shape[1] != self.dim:
+                raise ModelError(f"{self.info.path}: model output {tuple(local.shape)} does not match its "
+                                 f"metadata (embed_dim {self.dim})")
             out.append(local)
         return np.concatenate(out) if out else np.zeros((0, self.dim, 1, 1), np.float32)
 
@@ -294,7 +298,9 @@ class Embedder:
 
     def _pool_photo(self, local: np.ndarray, lb: Letterbox) -> PhotoEmbedding:
         grid = local.shape[-1]
-        assert local.shape[-2] == grid == self.grid, (local.shape, self.grid)
+        if not local.shape[-2] == grid == self.grid:
+            raise ModelError(f"{self.info.path}: feature map {tuple(local.shape[-2:])} for a {self.query_size} px input "
+                             f"does not match its metadata (stride {self.stride})")
         cw = content_window(lb, grid, self.stride)
         glob = gem_pool_windows(local, cw, self.p)[0]
         win = self._windows
