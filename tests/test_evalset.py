@@ -180,5 +180,3 @@ def test_exact_copies_give_perfect_near_duplicate_scores(proc_set: Path, tiny_mo
     for t, r in zip(copies, dup_ranked):
         if t["kind"] == "copy":
             assert r[0][0] == t["product"] and r[0][1] == pytest.approx(1.0, abs=1e-5)
-    # the real edited copies are harder for a random-projection model
-    assert evaluate_embedder(emb, proc_set)["dup"]["muap"] <= dm["muap"]

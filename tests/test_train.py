@@ -40,6 +40,11 @@ from ccu_vision.train.model import (  # noqa: E402
     gem_windows,
 )
 
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:You are using the legacy TorchScript-based ONNX export:DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore:The feature will be removed:DeprecationWarning"),
+]
+
 ARCH = "tf_efficientnet_lite0"
 N_BRANDS = 8
 TINY_CFG = {
