@@ -62,6 +62,10 @@ def test_smoke_accuracy_rows(smoke: dict) -> None:
     assert rows["imagenet-tf_efficientnet_lite0"]["status"].startswith("not run: disabled")
     for name in ["tiny-test", *BASELINE_ROWS]:
         m = rows[name]
+        why = baselines.unavailable(name) if name in BASELINE_ROWS else None
+        if why:  # an optional dependency missing here: the row stays, saying so
+            assert m["status"] == f"not run: {why}"
+            continue
         assert m["status"] == "ok", (name, m["status"])
         for key in ("recall@1", "recall@5", "ap", "tpr@0.01fpr"):
             assert 0.0 <= m["logo"][key] <= 1.0
@@ -86,7 +90,8 @@ def test_smoke_accuracy_rows(smoke: dict) -> None:
 def test_smoke_speed_rows(smoke: dict) -> None:
     sp = smoke["results"]["speed"]
     assert sp["dump"]["images"] == 20 and 320 <= sp["dump"]["long_side_min"] <= sp["dump"]["long_side_max"] <= 640
-    for key in ("decode_full", "decode_draft", "phash_1t", "phash"):
+    keys = ["decode_full", "decode_draft"] + ([] if baselines.unavailable("phash") else ["phash_1t", "phash"])
+    for key in keys:
         assert sp["floor"][key]["images"] == 20 and sp["floor"][key]["images_per_s"] > 0
     scan = sp["scan"]
     assert scan["images"] == 20
@@ -96,9 +101,13 @@ def test_smoke_speed_rows(smoke: dict) -> None:
     assert set(scan["summary"]["stages"]) >= {"read", "decode", "embed", "search", "decide", "write"}
     emb = sp["embedder"]
     assert emb["batch"] == 4
-    for key in ("torch_eager", "onnx_fp32", "onnx_int8"):
+    for key in ("onnx_fp32", "onnx_int8"):
         assert emb[key]["images_per_s"] > 0, (key, emb[key])
-    assert emb["torch_eager"]["torch_vs_onnx_cos_min"] > 0.999  # the counterpart really is the same model
+    if importlib.util.find_spec("torch") is None:
+        assert emb["torch_eager"]["status"].startswith("not run: torch is not installed")
+    else:
+        assert emb["torch_eager"]["images_per_s"] > 0
+        assert emb["torch_eager"]["torch_vs_onnx_cos_min"] > 0.999  # the counterpart really is the same model
     for key, v in emb["int8_drift"].items():
         assert -1.0 <= v <= 1.0 + 1e-6, key
 
@@ -159,6 +168,7 @@ def test_cli_passes_arguments_through(smoke: dict) -> None:
 
 def test_notebook_runs_on_smoke_results(smoke: dict) -> None:
     pytest.importorskip("nbclient")
+    pytest.importorskip("ipykernel")
     import nbformat
     from nbclient import NotebookClient
 

@@ -352,6 +352,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="size of the evaluation set built when --eval holds none (default: tiny with --smoke, else default)")
     ap.add_argument("--photos", type=Path, help="photo folder for building the evaluation set (default: $CCU_PHOTOS or the clothing dataset)")
     ap.add_argument("--dump", type=int, help="number of listing JPEGs in the speed dump")
+    ap.add_argument("--growth-refs", help="comma-separated numbers of extra references for the catalog-growth rows "
+                    "(default 2000,10000; smoke 40)")
     ap.add_argument("--scale", choices=tuple(FAISS_SCALES), help="FAISS sizes: smoke=10k, default=10k+100k, full=+1M")
     ap.add_argument("--threads", type=int, help="threads for ONNX Runtime / torch (default: all cores)")
     ap.add_argument("--torch-run", type=Path, help="training run folder (config.json + last.pt) for the torch-eager row")
@@ -395,6 +397,12 @@ def main(argv: list[str] | None = None) -> int:
         cfg.growth_extra_dump = max(1, args.dump // 4)
     if args.scale:
         cfg.faiss_scale = args.scale
+    if args.growth_refs:
+        try:
+            cfg.growth_extra_refs = tuple(int(x) for x in args.growth_refs.split(",") if x.strip())
+        except ValueError:
+            print(f"error: --growth-refs takes comma-separated integers, got {args.growth_refs!r}", file=sys.stderr)
+            return 2
     if args.eval_size:
         cfg.eval = BenchConfig.eval_preset(args.eval_size)
     sections = tuple(s.strip() for s in args.only.split(",") if s.strip())

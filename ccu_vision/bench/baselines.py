@@ -110,7 +110,7 @@ class OrbConfig:
     """ORB baseline settings (OpenCV defaults where it matters)."""
 
     ref_features: int = 500
-    query_features: int = 1500
+    query_features: int = 1000
     ratio: float = 0.8
     candidates: int = 5
     min_matches: int = 4

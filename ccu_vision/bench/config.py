@@ -24,7 +24,7 @@ class BenchConfig:
     embed_repeats: int = 5
     # cost growth: scan subsets of the dump, and catalogs with extra (synthetic) references
     growth_dumps: tuple[int, ...] = (250, 500, 1000)
-    growth_extra_refs: tuple[int, ...] = (1000, 5000)
+    growth_extra_refs: tuple[int, ...] = (2000, 10000)
     growth_extra_dump: int = 250
     # faiss
     faiss_scale: str = "default"

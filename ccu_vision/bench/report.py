@@ -376,9 +376,7 @@ def write_markdown(results: dict, path: str | Path) -> Path:
         "`notebooks/bench.ipynb` plots the PR curves and the hardest misses from results.json.",
         "",
     ]
-    if c.get("name") == "smoke":
-        lines += ["> **Smoke configuration**: tiny evaluation set and dump, tiny test model allowed. These numbers only "
-                  "show that the bench runs; they say nothing about the product.", ""]
+    lines += _caveats(results)
     for t in all_tables(results):
         lines += [t.markdown(), ""]
     plots = results.get("plots") or {}
@@ -390,6 +388,36 @@ def write_markdown(results: dict, path: str | Path) -> Path:
     lines += ["### Configuration", "", "```json", json.dumps(c, indent=1), "```", ""]
     path.write_text("\n".join(lines))
     return path
+
+
+def _caveats(results: dict) -> list[str]:
+    """Warnings that belong above the numbers: smoke/partial configuration, which models, a busy machine."""
+    from .config import BenchConfig
+
+    c = results.get("config", {})
+    m = results.get("machine", {})
+    out = []
+    if c.get("name") == "smoke":
+        out.append("> **Smoke configuration**: tiny evaluation set and dump, tiny test model allowed. These numbers only "
+                   "show that the bench runs; they say nothing about the product.")
+    else:
+        ref = json.loads(json.dumps(BenchConfig().to_dict()))
+        diff = [k for k in ref if k in c and c[k] != ref[k]]
+        if diff:
+            out.append(f"> **Not the published configuration**: differs from the default in {', '.join(diff)} "
+                       "(see Configuration below).")
+    models = [x for x in _methods(results) if x.get("role") in ("model", "baseline-model")]
+    if models:
+        desc = "; ".join(f"{x['name']} ({x['role']}" + (f", `{Path(x['path']).name}`, sha256 {x['sha256'][:12]}" if x.get("path") else "")
+                         + (")" if x.get("status") == "ok" else f": {x['status']})") for x in models)
+        out.append(f"> Models: {desc}.")
+    load = (m.get("loadavg_start") or [0])[0]
+    cpus = m.get("affinity") or m.get("cpus") or 1
+    if load > 0.5 * cpus or (m.get("nice") or 0) > 0:
+        out.append(f"> **Busy machine**: load average {load} on {cpus} CPUs at start, bench niced by {m.get('nice')}. "
+                   "Absolute throughputs and latencies are depressed and noisy; ratios measured in the same run are "
+                   "more meaningful, but still approximate.")
+    return [x for line in out for x in (line, "")]
 
 
 def plot_pr(results: dict, out_dir: str | Path) -> dict[str, str]:

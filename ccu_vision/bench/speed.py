@@ -318,7 +318,13 @@ def int8_model(src: Path, cache: Path) -> Path:
         from ..train.export import quantize_int8
     except ImportError:  # the export module needs torch; the quantiser itself does not
         quantize_int8 = _quantize_int8
-    quantize_int8(src, tmp)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.WARNING))  # the quantiser logs one INFO line per tensor on the root logger
+    try:
+        quantize_int8(src, tmp)
+    finally:
+        root.setLevel(level)
     tmp.replace(dst)
     return dst
 
@@ -412,7 +418,7 @@ def embed_speed(model_path: Path, files: Sequence[Path], batch: int, repeats: in
     imgs = [load_image(f, draft_size=emb.query_size) for f in list(files)[:batch]]
     canvases, lbs = emb.photo_canvases(imgs)
     x = normalize(canvases, emb.mean, emb.std)
-    name = emb._input
+    name = emb.session.get_inputs()[0].name
     out: dict = {"model_id": emb.info.model_id, "batch": len(x), "input": list(x.shape), "threads": n_threads,
                  "repeats": repeats}
 
