@@ -14,7 +14,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -142,6 +142,15 @@ def metadata_dict(
     return out
 
 
+def monochrome(img: Image.Image) -> Image.Image:
+    """A logo as a dark single-colour mark: black with the same alpha, or grayscale when opaque."""
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        arr = np.asarray(img.convert("RGBA")).copy()
+        arr[:, :, :3] = 0
+        return Image.fromarray(arr, "RGBA")
+    return img.convert("L").convert("RGB")
+
+
 # ----------------------------------------------------------------------------- pooling (numpy)
 
 
@@ -194,17 +203,64 @@ def content_window(lb: Letterbox, grid: int, stride: int) -> np.ndarray:
     return np.asarray([[r0, c0, r1, c1]], dtype=np.int64)
 
 
+REFINE_CROPS = 6  # region proposals re-embedded as crops for logo scoring
+CROP_MARGIN = 0.15
+
+
+def combine_logo_scores(region_score: np.ndarray, crop_score: np.ndarray) -> np.ndarray:
+    """Final logo score: mean of the best region similarity and the best re-embedded crop similarity.
+
+    Measured on held-out brands, the combination ranks better than either alone and separates
+    marks from background far better (TPR at 1% FPR); see the model card.
+    """
+    return 0.5 * (np.asarray(region_score) + np.asarray(crop_score))
+
+
+def dense_logo_scores(photo: PhotoEmbedding, refs: np.ndarray, owner: np.ndarray | None = None,
+                      n_crops: int = REFINE_CROPS) -> tuple[np.ndarray, np.ndarray]:
+    """Exact two-stage logo scores of one photo against every reference (the scan's formula).
+
+    ``refs`` [V, D] are reference vectors; ``owner`` [V] maps each to its reference (several views per
+    reference; default: one vector each). Stage 1: each reference's best region similarity over its
+    views; the ``n_crops`` regions most similar to any vector are re-embedded as crops (stage 2),
+    each reference's best crop similarity over its views is taken, and the two are combined.
+    Returns ([n_refs] scores, [n_refs] index of the best region).
+    """
+    owner = np.arange(len(refs)) if owner is None else np.asarray(owner)
+    n = int(owner.max()) + 1 if len(owner) else 0
+    sim = photo.regions @ refs.T  # [R, V]
+
+    def per_ref(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        best = np.full(n, -np.inf)
+        arg = np.zeros(n, np.int64)
+        col_best, col_arg = s.max(0), s.argmax(0)
+        for v in range(len(owner)):
+            if col_best[v] > best[owner[v]]:
+                best[owner[v]], arg[owner[v]] = col_best[v], col_arg[v]
+        return best, arg
+
+    region_best, best_region = per_ref(sim)
+    if photo.crops is None or n_crops <= 0 or len(refs) == 0:
+        return region_best, best_region
+    top = np.argsort(-sim.max(1), kind="stable")[:n_crops]
+    crop_best, _ = per_ref(photo.crops(top) @ refs.T)
+    return combine_logo_scores(region_best, crop_best), best_region
+
+
 @dataclass
 class PhotoEmbedding:
     """Descriptors of one listing/product photo.
 
     ``global_vec`` [D] describes the whole image (near-duplicate search); ``regions`` [R, D]
     describe square windows (logo search), with ``boxes`` [R, 4] in original-image pixels.
+    ``crops(idx)`` (when available) re-embeds the regions ``idx`` as stand-alone crops in the
+    reference view's geometry: the second stage of logo scoring (:func:`combine_logo_scores`).
     """
 
     global_vec: np.ndarray
     regions: np.ndarray
     boxes: np.ndarray
+    crops: Callable[[np.ndarray], np.ndarray] | None = field(default=None, repr=False)
 
 
 class Embedder:
@@ -277,6 +333,19 @@ class Embedder:
         win = np.asarray([[0, 0, local.shape[-2], g]], dtype=np.int64)
         return np.concatenate([gem_pool_windows(m, win, self.p) for m in local])
 
+    def embed_logo_views(self, images: Sequence[Image.Image]) -> list[np.ndarray]:
+        """Reference vectors of each logo ([m, D] per image): the logo as given, plus a monochrome view.
+
+        Marks are often reproduced in one dark colour (black print, stamp, emboss), so a logo is
+        indexed both in its own colours and as a dark mark; the view is dropped when identical.
+        """
+        if not images:
+            return []
+        views = [monochrome(im) for im in images]
+        a = self.embed_logos(list(images))
+        b = self.embed_logos(views)
+        return [a[i : i + 1] if float(a[i] @ b[i]) > 0.9999 else np.stack([a[i], b[i]]) for i in range(len(images))]
+
     def photo_canvases(self, images: Sequence[Image.Image]) -> tuple[np.ndarray, list[Letterbox]]:
         """Letterboxed query canvases and their geometry."""
         pairs = [letterbox(im, self.query_size, self.interp) for im in images]
@@ -287,7 +356,30 @@ class Embedder:
         assert canvases.ndim == 4 and canvases.shape[1:] == (self.query_size, self.query_size, 3), canvases.shape
         assert len(boxes) == len(canvases)
         local = self._run(canvases)
-        return [self._pool_photo(m, lb) for m, lb in zip(local, boxes)]
+        out = []
+        for canvas, m, lb in zip(canvases, local, boxes):
+            pe, canvas_boxes = self._pool_photo(m, lb)
+            pe.crops = lambda idx, c=canvas, b=canvas_boxes: self.embed_crops(c, b[np.asarray(idx, dtype=np.int64)])
+            out.append(pe)
+        return out
+
+    def embed_crops(self, canvas: np.ndarray, canvas_boxes: np.ndarray, margin: float = CROP_MARGIN) -> np.ndarray:
+        """Re-embed square crops of a query canvas (boxes in canvas pixels) like reference logos ([M, D])."""
+        assert canvas.ndim == 3 and canvas.shape[2] == 3, canvas.shape
+        assert canvas_boxes.ndim == 2 and canvas_boxes.shape[1] == 4, canvas_boxes.shape
+        if len(canvas_boxes) == 0:
+            return np.zeros((0, self.dim), np.float32)
+        img = Image.fromarray(canvas)
+        views = []
+        for x0, y0, x1, y1 in canvas_boxes.astype(np.float64):
+            side = max(x1 - x0, y1 - y0) * (1 + 2 * margin)
+            cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+            crop = img.crop((int(round(cx - side / 2)), int(round(cy - side / 2)),
+                             int(round(cx + side / 2)), int(round(cy + side / 2))))
+            views.append(letterbox(crop, self.ref_size, self.interp)[0])
+        local = self._run(np.stack(views))
+        win = np.asarray([[0, 0, local.shape[2], local.shape[3]]], dtype=np.int64)
+        return np.concatenate([gem_pool_windows(m, win, self.p) for m in local])
 
     def embed_photos(self, images: Sequence[Image.Image]) -> list[PhotoEmbedding]:
         """Global and regional descriptors of photos (listings or official product shots)."""
@@ -296,7 +388,7 @@ class Embedder:
         canvases, boxes = self.photo_canvases(images)
         return self.embed_canvases(canvases, boxes)
 
-    def _pool_photo(self, local: np.ndarray, lb: Letterbox) -> PhotoEmbedding:
+    def _pool_photo(self, local: np.ndarray, lb: Letterbox) -> tuple[PhotoEmbedding, np.ndarray]:
         grid = local.shape[-1]
         if not local.shape[-2] == grid == self.grid:
             raise ModelError(f"{self.info.path}: feature map {tuple(local.shape[-2:])} for a {self.query_size} px input "
@@ -319,4 +411,5 @@ class Embedder:
         s = self.stride
         canvas_boxes = np.stack([keep[:, 1] * s, keep[:, 0] * s, keep[:, 3] * s, keep[:, 2] * s], axis=1)
         canvas_boxes = np.minimum(canvas_boxes, self.query_size)
-        return PhotoEmbedding(global_vec=glob, regions=regions, boxes=lb.to_original(canvas_boxes).astype(np.float32))
+        pe = PhotoEmbedding(global_vec=glob, regions=regions, boxes=lb.to_original(canvas_boxes).astype(np.float32))
+        return pe, canvas_boxes

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .embedder import dense_logo_scores
 from .evalset import read_truth
 
 log = logging.getLogger(__name__)
@@ -160,7 +161,9 @@ def rank_with_embedder(embedder, root: str | Path, k: int = 10, batch: int = 32)
     root = Path(root)
     truth = read_truth(root)
     slugs = sorted(p.stem for p in (root / "logos").glob("*.png"))
-    logos = embedder.embed_logos([Image.open(root / "logos" / f"{s}.png") for s in slugs])
+    views = embedder.embed_logo_views([Image.open(root / "logos" / f"{s}.png") for s in slugs])
+    logos = np.concatenate(views)
+    owner = np.concatenate([np.full(len(v), i) for i, v in enumerate(views)])
     prods = sorted(p.stem for p in (root / "products").glob("*.jpg"))
     pvec = []
     for i in range(0, len(prods), batch):
@@ -173,9 +176,7 @@ def rank_with_embedder(embedder, root: str | Path, k: int = 10, batch: int = 32)
     for i in range(0, len(logo_rows), batch):
         ims = [Image.open(root / t["query"]).convert("RGB") for t in logo_rows[i : i + batch]]
         for e in embedder.embed_photos(ims):
-            sim = e.regions @ logos.T  # [R, B]
-            best_r = sim.argmax(0)
-            best = sim.max(0)
+            best, best_r = dense_logo_scores(e, logos, owner)  # the scan's scoring, exactly
             order = np.argsort(-best)[:k]
             logo_ranked.append([(slugs[j], float(best[j])) for j in order])
             boxes.append(e.boxes[best_r[order[0]]].tolist() if len(order) else None)

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .embedder import PhotoEmbedding
+from .embedder import REFINE_CROPS, PhotoEmbedding, combine_logo_scores
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,42 @@ def _score(s: float) -> float:
     return round(float(s), 6)
 
 
+def _refine_with_crops(photos: Sequence[PhotoEmbedding], catalog: CatalogLike,
+                       logo_best: list[dict[str, tuple[float, np.ndarray]]], region_top: list[np.ndarray],
+                       region_k: int) -> float:
+    """Second stage of logo scoring: re-embed each photo's best regions as crops, search them, and
+    combine with the region scores (:func:`ccu_vision.embedder.combine_logo_scores`) in place.
+
+    A reference found by only one stage gets the lowest score seen in the other stage's hits for
+    that photo (a bound, so it is never favoured). Returns the seconds spent searching.
+    """
+    t_search = 0.0
+    for p, best, top in zip(photos, logo_best, region_top, strict=True):
+        if p.crops is None or len(top) == 0 or not best:
+            continue
+        crops = np.ascontiguousarray(p.crops(top), dtype=np.float32)
+        t0 = time.perf_counter()
+        hits = catalog.search("logo", crops, region_k)
+        t_search += time.perf_counter() - t0
+        crop_best: dict[str, tuple[float, np.ndarray]] = {}
+        for j, h in enumerate(hits):
+            for ref_id, score, _vec_id in h:
+                if ref_id not in crop_best or score > crop_best[ref_id][0]:
+                    crop_best[ref_id] = (float(score), p.boxes[top[j]])
+        if not crop_best:
+            continue
+        r_floor = min(v[0] for v in best.values())
+        c_floor = min(v[0] for v in crop_best.values())
+        merged = {}
+        for ref_id in set(best) | set(crop_best):
+            r, rbox = best.get(ref_id, (r_floor, None))
+            c, cbox = crop_best.get(ref_id, (c_floor, None))
+            merged[ref_id] = (float(combine_logo_scores(r, c)), rbox if rbox is not None else cbox)
+        best.clear()
+        best.update(merged)
+    return t_search
+
+
 def match_photos(
     photos: Sequence[PhotoEmbedding],
     catalog: CatalogLike,
@@ -72,6 +108,7 @@ def match_photos(
     top_k: int = DEFAULT_TOP_K,
     region_k: int = DEFAULT_REGION_K,
     timings: dict[str, float] | None = None,
+    refine: int = REFINE_CROPS,
 ) -> list[MatchResult]:
     """Match a batch of photos against ``catalog``; one :class:`MatchResult` per photo.
 
@@ -101,14 +138,20 @@ def match_photos(
         hits = catalog.search("logo", np.ascontiguousarray(queries), region_k)
         t_search += time.perf_counter() - t0
         row = 0
+        region_top: list[np.ndarray] = []
         for i, (p, c) in enumerate(zip(photos, counts, strict=True)):
             best = logo_best[i]
+            region_score = np.full(c, -np.inf)
             for r in range(c):
                 for ref_id, score, _vec_id in hits[row + r]:
+                    region_score[r] = max(region_score[r], float(score))
                     cur = best.get(ref_id)
                     if cur is None or score > cur[0]:
                         best[ref_id] = (float(score), p.boxes[r])
+            region_top.append(np.argsort(-region_score, kind="stable")[: min(refine, c)])
             row += c
+        if refine > 0:
+            t_search += _refine_with_crops(photos, catalog, logo_best, region_top, region_k)
 
     queries = np.stack([np.asarray(p.global_vec, np.float32) for p in photos])
     t0 = time.perf_counter()

@@ -54,10 +54,12 @@ class AddEvent:
 
 
 def embed_images(embedder: Any, kind: str, images: Sequence[Image.Image], flip: bool = FLIP_PRODUCTS) -> list[np.ndarray]:
-    """The reference vectors of each image: ``[1, D]`` for a logo, ``[1 or 2, D]`` for a product."""
+    """The reference vectors of each image: ``[1 or 2, D]`` for a logo (its colours + a dark mono view), ``[1 or 2, D]`` for a product (+ its mirror)."""
     if not images:
         return []
     if kind == "logo":
+        if hasattr(embedder, "embed_logo_views"):
+            return [np.asarray(v, np.float32) for v in embedder.embed_logo_views(list(images))]
         vecs = np.asarray(embedder.embed_logos(list(images)), dtype=np.float32)
         return [vecs[i : i + 1] for i in range(len(images))]
     if kind != "product":

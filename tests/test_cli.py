@@ -406,9 +406,9 @@ def test_resume_after_real_kill(env: dict[str, str], tmp_path: Path) -> None:
     assert run(env, "ref", "add", "--brand", "Acme", "--kind", "product", shot).exit_code == 0
     dump = tmp_path / "dump"
     dump.mkdir()
-    src = noise(tmp_path / "base.png", 22, (640, 480))
+    src = noise(tmp_path / "base.png", 22, (320, 240))
     data = src.read_bytes()
-    n = 400
+    n = 150
     for i in range(n):
         (dump / f"{i:04d}.png").write_bytes(data)
     shutil.copy(shot, dump / "0200_copy.png")
@@ -428,7 +428,7 @@ def test_resume_after_real_kill(env: dict[str, str], tmp_path: Path) -> None:
     killed_at = out.read_bytes().count(b"\n")
     assert proc.returncode == -signal.SIGKILL, proc.stderr.read() if proc.stderr else ""
     assert 20 <= seen and killed_at < n + 1, "the scan finished before it could be killed"
-    p = subprocess.run(cmd + ["--resume"], env=sub_env(env), capture_output=True, text=True, timeout=120)
+    p = subprocess.run(cmd + ["--resume"], env=sub_env(env), capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr
     rows = json_lines(out.read_text(encoding="utf-8"))
     names = sorted(Path(x["image"]).name for x in rows)

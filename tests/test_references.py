@@ -15,7 +15,7 @@ from PIL import Image, ImageOps
 from ccu_vision import catalog as catmod
 from ccu_vision import references as refs_mod
 from ccu_vision.catalog import Catalog
-from ccu_vision.embedder import Embedder
+from ccu_vision.embedder import Embedder, monochrome
 from ccu_vision.errors import CatalogError, ManifestError, ModelMismatchError
 from ccu_vision.imageio import load_image
 from ccu_vision.references import AddEvent, add_paths, import_manifest
@@ -100,8 +100,13 @@ def test_logo_keeps_alpha_and_product_adds_mirrored_view(cat: Catalog, embedder:
 
     (ev,) = add_paths(cat, embedder, [logo], "Acme", "logo")
     got = vectors_of(cat.home, ev.ref_id)
-    want_rgba = embedder.embed_logos([load_image(logo, keep_alpha=True)])
-    np.testing.assert_allclose(got, want_rgba, atol=1e-5)
+    loaded = load_image(logo, keep_alpha=True)
+    assert loaded.mode == "RGBA"
+    want_rgba = embedder.embed_logos([loaded])
+    want_mono = embedder.embed_logos([monochrome(loaded)])  # the dark single-colour view of the mark
+    assert got.shape == (2, embedder.dim)
+    np.testing.assert_allclose(got[0], want_rgba[0], atol=1e-5)
+    np.testing.assert_allclose(got[1], want_mono[0], atol=1e-5)
 
     ev_p, ev_s = add_paths(cat, embedder, [prod, sym], "Acme", "product")
     pv = vectors_of(cat.home, ev_p.ref_id)
@@ -210,7 +215,9 @@ def _one_row_manifest(tmp_path: Path, img: Path) -> Path:
 def test_embed_images_shapes(embedder: Embedder):
     ims = [Image.open(io.BytesIO(_png(i))).convert("RGB") for i in range(3)]
     logos = refs_mod.embed_images(embedder, "logo", ims)
-    assert [v.shape for v in logos] == [(1, embedder.dim)] * 3
+    assert [v.shape for v in logos] == [(2, embedder.dim)] * 3  # colour view + grayscale view
+    gray = [im.convert("L").convert("RGB") for im in ims]
+    assert [v.shape for v in refs_mod.embed_images(embedder, "logo", gray)] == [(1, embedder.dim)] * 3
     prods = refs_mod.embed_images(embedder, "product", ims, flip=False)
     assert [v.shape for v in prods] == [(1, embedder.dim)] * 3
     assert refs_mod.embed_images(embedder, "logo", []) == []
