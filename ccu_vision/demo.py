@@ -129,8 +129,12 @@ def score_demo(rows: list[dict], truth: list[dict]) -> dict:
     return out
 
 
-def run_demo(out_dir: Path, embedder, echo: Callable[[str], None] = print) -> int:
-    """Build the demo catalog and dump under ``out_dir``, scan, report, print the summary."""
+def run_demo(out_dir: Path, embedder, echo: Callable[[str], None] = print, progress: bool = True,
+             **sizes: int) -> int:
+    """Build the demo catalog and dump under ``out_dir``, scan, report, print the summary.
+
+    ``sizes`` (n_logo, n_copies, n_unreg, n_clean, n_products) shrink the demo for tests.
+    """
     from .catalog import Catalog
     from .references import add_paths
     from .report import write_report
@@ -145,7 +149,7 @@ def run_demo(out_dir: Path, embedder, echo: Callable[[str], None] = print) -> in
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / MARKER).write_text(json.dumps({"model": embedder.info.model_id}))
     echo(f"Building the demo under {out_dir} ...")
-    desc = build_demo(out_dir)
+    desc = build_demo(out_dir, **sizes)
     home = out_dir / "catalog"
     errors = 0
     with Catalog.open(home, embedder.info, create=True) as cat:
@@ -158,7 +162,7 @@ def run_demo(out_dir: Path, embedder, echo: Callable[[str], None] = print) -> in
         echo(f"Catalog: {cat.count('logo')} logo and {cat.count('product')} product references "
              f"({len(desc['brands'])} brands) in {home}")
         results = out_dir / "results.jsonl"
-        summary = run_scan(collect_inputs(out_dir / "listings"), results, embedder, cat)
+        summary = run_scan(collect_inputs(out_dir / "listings"), results, embedder, cat, progress=progress)
         rows = read_rows(results)
         report = write_report(rows, out_dir / "report.html", cat)
     truth = [json.loads(line) for line in open(out_dir / "truth.jsonl")]

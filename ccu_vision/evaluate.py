@@ -16,6 +16,7 @@ from PIL import Image
 
 from .embedder import dense_logo_scores
 from .evalset import read_truth
+from .references import embed_images
 
 log = logging.getLogger(__name__)
 
@@ -165,11 +166,14 @@ def rank_with_embedder(embedder, root: str | Path, k: int = 10, batch: int = 32)
     logos = np.concatenate(views)
     owner = np.concatenate([np.full(len(v), i) for i, v in enumerate(views)])
     prods = sorted(p.stem for p in (root / "products").glob("*.jpg"))
-    pvec = []
-    for i in range(0, len(prods), batch):
+    pvec, powner = [], []
+    for i in range(0, len(prods), batch):  # the catalog's own product vectors (photo + mirror view)
         ims = [Image.open(root / "products" / f"{p}.jpg").convert("RGB") for p in prods[i : i + batch]]
-        pvec += [e.global_vec for e in embedder.embed_photos(ims)]
-    pvec = np.stack(pvec) if pvec else np.zeros((0, embedder.dim), np.float32)
+        for j, v in enumerate(embed_images(embedder, "product", ims)):
+            pvec.append(v)
+            powner += [i + j] * len(v)
+    pvec = np.concatenate(pvec) if pvec else np.zeros((0, embedder.dim), np.float32)
+    powner = np.asarray(powner, np.int64)
     logo_rows = [t for t in truth if t["task"] == "logo"]
     dup_rows = [t for t in truth if t["task"] == "dup"]
     logo_ranked, boxes = [], []
@@ -184,7 +188,8 @@ def rank_with_embedder(embedder, root: str | Path, k: int = 10, batch: int = 32)
     for i in range(0, len(dup_rows), batch):
         ims = [Image.open(root / t["query"]).convert("RGB") for t in dup_rows[i : i + batch]]
         for e in embedder.embed_photos(ims):
-            sim = pvec @ e.global_vec
+            sim = np.full(len(prods), -np.inf)
+            np.maximum.at(sim, powner, pvec @ e.global_vec)
             order = np.argsort(-sim)[:k]
             dup_ranked.append([(prods[j], float(sim[j])) for j in order])
     return logo_ranked, dup_ranked, boxes

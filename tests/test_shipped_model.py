@@ -1,0 +1,51 @@
+"""End-to-end checks of the shipped model (skipped when the package has no trained model)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ccu_vision import demo as demo_mod
+from ccu_vision.embedder import Embedder, default_model_path
+
+MODEL = default_model_path()
+pytestmark = pytest.mark.skipif(not MODEL.is_file(), reason="no shipped model in this checkout")
+
+
+@pytest.fixture(scope="module")
+def shipped() -> Embedder:
+    return Embedder(MODEL)
+
+
+def test_model_describes_itself(shipped: Embedder) -> None:
+    info = shipped.info
+    assert info.model_id.startswith("ccu-lite0")
+    assert info.embed_dim == 256 and info.metric == "cosine"
+    th = info.thresholds
+    assert 0 < th["logo"] < 1 and 0 < th["near_duplicate"] < 1 and th["precision"] >= 0.95
+    assert info.preprocess["query_size"] % info.preprocess["stride"] == 0
+
+
+def test_small_demo_scores_against_truth(shipped: Embedder, tmp_path: Path, monkeypatch) -> None:
+    """A small demo on procedural photos (no photo folder needed): the shipped model must find
+    edited copies of official shots and registered marks, and keep clean listings mostly clear."""
+    monkeypatch.setattr(demo_mod, "find_photo_dir", lambda *a, **k: None)
+    lines: list[str] = []
+    rc = demo_mod.run_demo(tmp_path / "demo", shipped, lines.append, progress=False,
+                           n_logo=40, n_copies=20, n_unreg=15, n_clean=15, n_products=8)
+    assert rc == 0, lines
+    score = json.loads((tmp_path / "demo" / "score.json").read_text())
+    rows = [json.loads(x) for x in (tmp_path / "demo" / "results.jsonl").read_text().splitlines()]
+    assert len(rows) == 90 and all(r["status"] == "ok" for r in rows)
+    assert score["near_duplicate"]["recall"] >= DUP_RECALL, score
+    assert score["logo"]["recall"] >= LOGO_RECALL, score
+    assert score["listing"]["precision"] >= LISTING_PRECISION, score
+    assert (tmp_path / "demo" / "report.html").stat().st_size > 10_000
+
+
+# floors set well below what the shipped model measured on this exact seeded demo (see MODEL_CARD.md)
+DUP_RECALL = 0.5
+LOGO_RECALL = 0.1
+LISTING_PRECISION = 0.6
