@@ -303,21 +303,47 @@ class Embedder:
         self.grid = feature_grid(self.query_size, self.stride)
         self._windows = region_windows(self.grid, pre["region_scales"])
         self._input = self.session.get_inputs()[0].name
+        self._whiten = self._load_whitening()
 
     @property
     def dim(self) -> int:
         return self.info.embed_dim
 
-    def _run(self, batch_u8: np.ndarray) -> np.ndarray:
-        out = []
+    def _run(self, batch_u8: np.ndarray, with_global: bool = False):
+        """Local maps [N, D, h, w] (and, when asked and the model has one, the global feature maps)."""
+        out, glob = [], []
+        names = ["local", "global_feat"] if with_global and self._whiten is not None else ["local"]
         for i in range(0, len(batch_u8), self.batch_size):
             x = normalize(batch_u8[i : i + self.batch_size], self.mean, self.std)
-            (local,) = self.session.run(["local"], {self._input: x})
+            res = self.session.run(names, {self._input: x})
+            local = res[0]
             if local.ndim != 4 or local.shape[1] != self.dim:
                 raise ModelError(f"{self.info.path}: model output {tuple(local.shape)} does not match its "
                                  f"metadata (embed_dim {self.dim})")
             out.append(local)
-        return np.concatenate(out) if out else np.zeros((0, self.dim, 1, 1), np.float32)
+            if len(res) > 1:
+                glob.append(res[1])
+        local = np.concatenate(out) if out else np.zeros((0, self.dim, 1, 1), np.float32)
+        if with_global:
+            return local, (np.concatenate(glob) if glob else None)
+        return local
+
+    def _load_whitening(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The global descriptor's whitening (mean [F], projection [F, D]) when the model carries one.
+
+        Such models output, besides ``local``, the backbone's own feature map ``global_feat`` and two
+        constant tensors ``whiten_mean`` / ``whiten_proj``: near-duplicate descriptors are GeM of the
+        backbone features over the image content, PCA-whitened to D dims (fitted on training photos).
+        """
+        names = {o.name for o in self.session.get_outputs()}
+        if not {"global_feat", "whiten_mean", "whiten_proj"} <= names:
+            return None
+        s = self.ref_size
+        x = np.zeros((1, 3, s, s), np.float32)
+        mean, proj = self.session.run(["whiten_mean", "whiten_proj"], {self._input: x})
+        if proj.ndim != 2 or proj.shape[1] != self.dim or mean.shape != (proj.shape[0],):
+            raise ModelError(f"{self.info.path}: whitening {mean.shape} / {proj.shape} does not match embed_dim {self.dim}")
+        return mean.astype(np.float64), proj.astype(np.float64)
 
     def logo_canvas(self, img: Image.Image) -> np.ndarray:
         """The canonical reference view of a logo image (uint8 HxWx3)."""
@@ -355,10 +381,10 @@ class Embedder:
         """Descriptors for already letterboxed canvases (lets a pipeline decode in other threads)."""
         assert canvases.ndim == 4 and canvases.shape[1:] == (self.query_size, self.query_size, 3), canvases.shape
         assert len(boxes) == len(canvases)
-        local = self._run(canvases)
+        local, gfeat = self._run(canvases, with_global=True)
         out = []
-        for canvas, m, lb in zip(canvases, local, boxes):
-            pe, canvas_boxes = self._pool_photo(m, lb)
+        for i, (canvas, m, lb) in enumerate(zip(canvases, local, boxes)):
+            pe, canvas_boxes = self._pool_photo(m, lb, None if gfeat is None else gfeat[i])
             pe.crops = lambda idx, c=canvas, b=canvas_boxes: self.embed_crops(c, b[np.asarray(idx, dtype=np.int64)])
             out.append(pe)
         return out
@@ -388,13 +414,20 @@ class Embedder:
         canvases, boxes = self.photo_canvases(images)
         return self.embed_canvases(canvases, boxes)
 
-    def _pool_photo(self, local: np.ndarray, lb: Letterbox) -> tuple[PhotoEmbedding, np.ndarray]:
+    def _pool_photo(self, local: np.ndarray, lb: Letterbox,
+                    gfeat: np.ndarray | None = None) -> tuple[PhotoEmbedding, np.ndarray]:
         grid = local.shape[-1]
         if not local.shape[-2] == grid == self.grid:
             raise ModelError(f"{self.info.path}: feature map {tuple(local.shape[-2:])} for a {self.query_size} px input "
                              f"does not match its metadata (stride {self.stride})")
         cw = content_window(lb, grid, self.stride)
-        glob = gem_pool_windows(local, cw, self.p)[0]
+        if gfeat is not None and self._whiten is not None:
+            mean, proj = self._whiten
+            g = gem_pool_windows(gfeat, cw, self.p)[0].astype(np.float64)
+            g = (g - mean) @ proj
+            glob = (g / (np.linalg.norm(g) + 1e-12)).astype(np.float32)
+        else:
+            glob = gem_pool_windows(local, cw, self.p)[0]
         win = self._windows
         r0, c0, r1, c1 = cw[0]
         # keep windows that mostly lie on image content

@@ -41,9 +41,62 @@ def preprocess_from_cfg(cfg: dict, query_size: int = QUERY_SIZE) -> dict:
     }
 
 
+class WithGlobal(torch.nn.Module):
+    """Export wrapper: the local map, the backbone's feature map and the whitening constants."""
+
+    def __init__(self, model: CcuNet, mean: torch.Tensor, proj: torch.Tensor) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", mean.float())
+        self.register_buffer("proj", proj.float())
+
+    def forward(self, x: torch.Tensor):
+        f = self.model.backbone.forward_features(x)
+        local = torch.relu(self.model.proj(f)) if self.model.proj is not None else torch.relu(f)
+        zero = x.mean() * 0.0  # keeps the constants graph outputs of a node
+        return local, torch.relu(f), self.mean + zero, self.proj + zero
+
+
+def fit_whitening(model: CcuNet, cfg: dict, photos: list[Path], query_size: int, dim: int,
+                  power: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+    """PCA-whitening of the backbone's GeM descriptors of ``photos`` (mean [F], projection [F, dim]).
+
+    The descriptors are computed exactly as the embedder does (ONNX export of the backbone alone,
+    letterbox, GeM over the content), so inference matches.
+    """
+    import tempfile
+
+    import numpy as np
+    from PIL import Image
+
+    from ..embedder import Embedder
+
+    feat = CcuNet(model.backbone, project=False)
+    with tempfile.TemporaryDirectory() as d:
+        p = export_onnx(feat, cfg, Path(d) / "backbone.onnx", model_id="backbone", query_size=query_size,
+                        whiten_photos=None)
+        emb = Embedder(p)
+        X = []
+        for i in range(0, len(photos), 32):
+            ims = [Image.open(q).convert("RGB") for q in photos[i : i + 32]]
+            X += [e.global_vec for e in emb.embed_photos(ims)]
+    X = np.stack(X).astype(np.float64)
+    mu = X.mean(0)
+    w, V = np.linalg.eigh(np.cov((X - mu).T))
+    order = np.argsort(-w)[:dim]
+    proj = V[:, order] / (np.maximum(w[order], 1e-9) ** power)
+    log.info("whitening fitted on %d photos (%d -> %d dims)", len(X), X.shape[1], dim)
+    return torch.from_numpy(mu), torch.from_numpy(proj)
+
+
 def export_onnx(model: CcuNet, cfg: dict, out: Path, model_id: str | None = None, thresholds: dict | None = None,
-                query_size: int = QUERY_SIZE, train_info: dict | None = None, quantize: bool = False) -> Path:
-    """Export ``model`` to ONNX with ``ccu.*`` metadata; returns the path."""
+                query_size: int = QUERY_SIZE, train_info: dict | None = None, quantize: bool = False,
+                whiten_photos: list[Path] | None = None) -> Path:
+    """Export ``model`` to ONNX with ``ccu.*`` metadata; returns the path.
+
+    With ``whiten_photos``, the file also carries a whitened backbone descriptor for near-duplicates
+    (see :func:`fit_whitening`).
+    """
     import onnx
 
     model = model.cpu().eval()
@@ -51,10 +104,17 @@ def export_onnx(model: CcuNet, cfg: dict, out: Path, model_id: str | None = None
     pre = preprocess_from_cfg(cfg, query_size)
     x = torch.randn(2, 3, pre["ref_size"], pre["ref_size"])
     tmp = out.with_suffix(".tmp.onnx")
+    if whiten_photos:
+        mean, proj = fit_whitening(model, cfg, whiten_photos, query_size, model.dim)
+        net, outputs = WithGlobal(model, mean, proj), ["local", "global_feat", "whiten_mean", "whiten_proj"]
+        axes = {"image": {0: "N", 2: "H", 3: "W"}, "local": {0: "N", 2: "h", 3: "w"},
+                "global_feat": {0: "N", 2: "h", 3: "w"}}
+    else:
+        net, outputs = model, ["local"]
+        axes = {"image": {0: "N", 2: "H", 3: "W"}, "local": {0: "N", 2: "h", 3: "w"}}
     torch.onnx.export(
-        model, (x,), str(tmp), input_names=["image"], output_names=["local"],
-        dynamic_axes={"image": {0: "N", 2: "H", 3: "W"}, "local": {0: "N", 2: "h", 3: "w"}},
-        opset_version=17, dynamo=False,
+        net, (x,), str(tmp), input_names=["image"], output_names=outputs,
+        dynamic_axes=axes, opset_version=17, dynamo=False,
     )
     m = onnx.load(str(tmp))
     del m.metadata_props[:]
@@ -116,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model-id")
     ap.add_argument("--query-size", type=int, default=QUERY_SIZE)
     ap.add_argument("--int8", action="store_true", help="also write an int8-quantised copy")
+    ap.add_argument("--whiten-photos", help="photo folder whose 'train' split fits the near-duplicate whitening "
+                    "(default: $CCU_PHOTOS or the clothing dataset; 'none' to skip)")
+    ap.add_argument("--whiten-n", type=int, default=1200, help="photos used for the whitening")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     out = Path(args.out)
@@ -133,8 +196,19 @@ def main(argv: list[str] | None = None) -> int:
     model = build_model({**cfg, "weights": "none"}, run)
     state = torch.load(run / "last.pt", map_location="cpu", weights_only=True)
     model.load_state_dict(state["model"])
+    photos = None
+    if args.whiten_photos != "none":
+        import random
+
+        from ..photos import find_photo_dir, list_photos
+
+        src = find_photo_dir(args.whiten_photos)
+        if src is not None:
+            photos = list_photos(src, "train")
+            random.Random(0).shuffle(photos)
+            photos = photos[: args.whiten_n]
     export_onnx(model, cfg, out, model_id=args.model_id, query_size=args.query_size,
-                train_info={"steps": int(state["step"])}, quantize=args.int8)
+                train_info={"steps": int(state["step"])}, quantize=args.int8, whiten_photos=photos)
     return 0
 
 
