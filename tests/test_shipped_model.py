@@ -26,6 +26,7 @@ def test_model_describes_itself(shipped: Embedder) -> None:
     th = info.thresholds
     assert 0 < th["logo"] < 1 and 0 < th["near_duplicate"] < 1 and th["precision"] >= 0.95
     assert info.preprocess["query_size"] % info.preprocess["stride"] == 0
+    assert shipped._whiten is not None  # near-duplicates use the whitened backbone descriptor
 
 
 def test_small_demo_scores_against_truth(shipped: Embedder, tmp_path: Path, monkeypatch) -> None:

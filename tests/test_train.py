@@ -128,7 +128,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     cfg_after_first = json.loads((out / "config.json").read_text())
     log2 = _train(["--config", str(cfg_path), "--out", str(out), "--resume", "--steps", "3"])
     onnx_path = base / "model.onnx"
-    assert export_mod.main(["--run", str(out), "--out", str(onnx_path), "--query-size", "64"]) == 0
+    assert export_mod.main(["--run", str(out), "--out", str(onnx_path), "--query-size", "64",
+                            "--whiten-photos", "none"]) == 0
     return {"base": base, "out": out, "cfg_path": cfg_path, "log1": log1, "log2": log2, "onnx": onnx_path,
             "step2": base / "step2.pt", "cfg1": cfg_after_first}
 
@@ -254,7 +255,7 @@ def test_exported_metadata_describes_the_model(run: dict, torch_model: CcuNet) -
 def test_export_with_another_model_id_and_int8(run: dict, tmp_path: Path) -> None:
     out = tmp_path / "named.onnx"
     assert export_mod.main(["--run", str(run["out"]), "--out", str(out), "--query-size", "64",
-                            "--model-id", "my-model", "--int8"]) == 0
+                            "--model-id", "my-model", "--int8", "--whiten-photos", "none"]) == 0
     f32, q8 = Embedder(out), Embedder(tmp_path / "named-int8.onnx")
     assert f32.info.model_id == "my-model" and q8.info.model_id == "my-model-int8"
     assert q8.info.preprocess == f32.info.preprocess and q8.dim == f32.dim
@@ -262,6 +263,34 @@ def test_export_with_another_model_id_and_int8(run: dict, tmp_path: Path) -> Non
     v = q8.embed_logos(_images(2, seed=9))
     assert v.shape == (2, 32) and np.allclose(np.linalg.norm(v, axis=1), 1, atol=1e-5)
     assert not list(tmp_path.glob("*.tmp.onnx"))
+
+
+def test_export_with_whitened_global_descriptor(run: dict, torch_model: CcuNet, tmp_path: Path) -> None:
+    """The near-duplicate descriptor: GeM of backbone features over the content, PCA-whitened (in the file)."""
+    photos = tmp_path / "photos" / "train"
+    photos.mkdir(parents=True)
+    for i, im in enumerate(_images(48, seed=11)):
+        im.save(photos / f"p{i:02d}.jpg")
+    out = tmp_path / "w.onnx"
+    assert export_mod.main(["--run", str(run["out"]), "--out", str(out), "--query-size", "64",
+                            "--whiten-photos", str(tmp_path / "photos"), "--whiten-n", "48"]) == 0
+    emb, plain = Embedder(out), Embedder(run["onnx"])
+    assert emb._whiten is not None and plain._whiten is None
+    mean, proj = emb._whiten
+    assert mean.shape == (torch_model.backbone.num_features,) and proj.shape == (mean.shape[0], emb.dim)
+    imgs = _images(3, seed=12)
+    got = emb.embed_photos(imgs)
+    ref = plain.embed_photos(imgs)
+    for im, g, r in zip(imgs, got, ref):
+        assert np.allclose(g.regions, r.regions, atol=1e-5)  # logo regions are unchanged
+        canv, lb = letterbox(im, 64)
+        with torch.no_grad():
+            f = torch.relu(torch_model.backbone.forward_features(
+                torch.from_numpy(normalize(canv[None], (0.5,) * 3, (0.5,) * 3))))
+        win = torch.from_numpy(content_window(lb, 2, 32))
+        v = (gem_windows(f, win, 3.0)[0].numpy().astype(np.float64) - mean) @ proj
+        v /= np.linalg.norm(v)
+        assert g.global_vec.shape == (emb.dim,) and float(g.global_vec @ v) >= 0.999
 
 
 def test_export_sizes_must_be_multiples_of_the_stride() -> None:
