@@ -52,6 +52,7 @@ import numpy as np
 
 from . import index as ix
 from .errors import CatalogError, ModelMismatchError
+from .imageio import sniff_format
 
 log = logging.getLogger(__name__)
 
@@ -143,20 +144,13 @@ def is_ref_id(value: object) -> bool:
     return isinstance(value, str) and bool(_REF_ID.match(value))
 
 
+_FORMAT_EXT = {"PNG": ".png", "JPEG": ".jpg", "GIF": ".gif", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif"}
+
+
 def _sniff_ext(data: bytes, source_path: str) -> str:
-    head = data[:64]
-    if head.startswith(b"\x89PNG"):
-        return ".png"
-    if head.startswith(b"\xff\xd8"):
-        return ".jpg"
-    if head.startswith((b"GIF87a", b"GIF89a")):
-        return ".gif"
-    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
-        return ".webp"
-    if head.startswith(b"BM"):
-        return ".bmp"
-    if head.startswith((b"II*\x00", b"MM\x00*")):
-        return ".tif"
+    fmt = sniff_format(data[:64])
+    if fmt:
+        return _FORMAT_EXT[fmt]
     ext = os.path.splitext(source_path)[1].lower()
     if ext in _EXTENSIONS:
         return ".jpg" if ext == ".jpeg" else ".tif" if ext == ".tiff" else ext

@@ -280,8 +280,8 @@ def _decode_raster(
     return img
 
 
-def _magic_format(data: bytes) -> str:
-    """Format name from the file signature, for messages when PIL gave up before naming it."""
+def sniff_format(data: bytes) -> str | None:
+    """Raster format name (JPEG, PNG, GIF, BMP, TIFF, WEBP) from the file signature, or None."""
     for magic, fmt in (
         (b"\xff\xd8", "JPEG"), (b"\x89PNG", "PNG"), (b"GIF8", "GIF"), (b"BM", "BMP"),
         (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"),
@@ -290,7 +290,12 @@ def _magic_format(data: bytes) -> str:
             return fmt
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "WEBP"
-    return "image"
+    return None
+
+
+def _magic_format(data: bytes) -> str:
+    """Format name from the file signature, for messages when PIL gave up before naming it."""
+    return sniff_format(data) or "image"
 
 
 def _declared_size(data: bytes) -> tuple[int, int] | None:
