@@ -261,6 +261,8 @@ class PhotoEmbedding:
     regions: np.ndarray
     boxes: np.ndarray
     crops: Callable[[np.ndarray], np.ndarray] | None = field(default=None, repr=False)
+    crop_views: Callable[[np.ndarray], np.ndarray] | None = field(default=None, repr=False)
+    embed_views: Callable[[np.ndarray], np.ndarray] | None = field(default=None, repr=False)
 
 
 class Embedder:
@@ -385,16 +387,18 @@ class Embedder:
         out = []
         for i, (canvas, m, lb) in enumerate(zip(canvases, local, boxes)):
             pe, canvas_boxes = self._pool_photo(m, lb, None if gfeat is None else gfeat[i])
-            pe.crops = lambda idx, c=canvas, b=canvas_boxes: self.embed_crops(c, b[np.asarray(idx, dtype=np.int64)])
+            pe.crop_views = lambda idx, c=canvas, b=canvas_boxes: self.crop_views(c, b[np.asarray(idx, dtype=np.int64)])
+            pe.embed_views = self.embed_views
+            pe.crops = lambda idx, v=pe.crop_views: self.embed_views(v(idx))
             out.append(pe)
         return out
 
-    def embed_crops(self, canvas: np.ndarray, canvas_boxes: np.ndarray, margin: float = CROP_MARGIN) -> np.ndarray:
-        """Re-embed square crops of a query canvas (boxes in canvas pixels) like reference logos ([M, D])."""
+    def crop_views(self, canvas: np.ndarray, canvas_boxes: np.ndarray, margin: float = CROP_MARGIN) -> np.ndarray:
+        """Square crops of a query canvas (boxes in canvas pixels), letterboxed to the reference size (uint8)."""
         assert canvas.ndim == 3 and canvas.shape[2] == 3, canvas.shape
         assert canvas_boxes.ndim == 2 and canvas_boxes.shape[1] == 4, canvas_boxes.shape
         if len(canvas_boxes) == 0:
-            return np.zeros((0, self.dim), np.float32)
+            return np.zeros((0, self.ref_size, self.ref_size, 3), np.uint8)
         img = Image.fromarray(canvas)
         views = []
         for x0, y0, x1, y1 in canvas_boxes.astype(np.float64):
@@ -403,9 +407,19 @@ class Embedder:
             crop = img.crop((int(round(cx - side / 2)), int(round(cy - side / 2)),
                              int(round(cx + side / 2)), int(round(cy + side / 2))))
             views.append(letterbox(crop, self.ref_size, self.interp)[0])
-        local = self._run(np.stack(views))
+        return np.stack(views)
+
+    def embed_views(self, views: np.ndarray) -> np.ndarray:
+        """Global GeM descriptors of reference-size views ([M, D]); batches crops of many photos at once."""
+        if len(views) == 0:
+            return np.zeros((0, self.dim), np.float32)
+        local = self._run(views)
         win = np.asarray([[0, 0, local.shape[2], local.shape[3]]], dtype=np.int64)
         return np.concatenate([gem_pool_windows(m, win, self.p) for m in local])
+
+    def embed_crops(self, canvas: np.ndarray, canvas_boxes: np.ndarray, margin: float = CROP_MARGIN) -> np.ndarray:
+        """Re-embed square crops of a query canvas (boxes in canvas pixels) like reference logos ([M, D])."""
+        return self.embed_views(self.crop_views(canvas, canvas_boxes, margin))
 
     def embed_photos(self, images: Sequence[Image.Image]) -> list[PhotoEmbedding]:
         """Global and regional descriptors of photos (listings or official product shots)."""

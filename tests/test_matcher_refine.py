@@ -45,3 +45,19 @@ def test_two_stage_matches_dense_scores(tmp_path: Path, tiny_model_path: Path) -
 
 def test_combine_is_the_mean() -> None:
     assert np.allclose(combine_logo_scores(np.array([0.2, 1.0]), np.array([0.4, 0.0])), [0.3, 0.5])
+
+
+def test_batched_crops_equal_per_photo(tmp_path: Path, tiny_model_path: Path) -> None:
+    """The scan embeds the crops of a whole batch in one call; results equal photo-by-photo matching."""
+    from ccu_vision.matcher import match_photos
+
+    emb = Embedder(tiny_model_path)
+    with Catalog.open(tmp_path / "home", emb.info) as cat:
+        for i in range(5):
+            list(add_paths(cat, emb, [_img(tmp_path / f"l{i}.png", i)], f"B{i}", "logo"))
+        photos = emb.embed_photos([Image.open(_img(tmp_path / f"q{i}.png", 50 + i, (180, 120))) for i in range(3)])
+        batched = match_photos(photos, cat, top_k=5, region_k=10)
+        for p, b in zip(photos, batched, strict=True):
+            one = match_photo(p, cat, top_k=5, region_k=10)
+            assert [m["ref_id"] for m in one.matches] == [m["ref_id"] for m in b.matches]
+            assert np.allclose([m["score"] for m in one.matches], [m["score"] for m in b.matches], atol=1e-5)
