@@ -240,7 +240,7 @@ def dense_logo_scores(photo: PhotoEmbedding, refs: np.ndarray, owner: np.ndarray
         return best, arg
 
     region_best, best_region = per_ref(sim)
-    if photo.crops is None or n_crops <= 0 or len(refs) == 0:
+    if not photo.can_refine or n_crops <= 0 or len(refs) == 0:
         return region_best, best_region
     top = np.argsort(-sim.max(1), kind="stable")[:n_crops]
     crop_best, _ = per_ref(photo.crops(top) @ refs.T)
@@ -253,16 +253,26 @@ class PhotoEmbedding:
 
     ``global_vec`` [D] describes the whole image (near-duplicate search); ``regions`` [R, D]
     describe square windows (logo search), with ``boxes`` [R, 4] in original-image pixels.
-    ``crops(idx)`` (when available) re-embeds the regions ``idx`` as stand-alone crops in the
-    reference view's geometry: the second stage of logo scoring (:func:`combine_logo_scores`).
+    When the embedder attached them, ``crop_views(idx)`` cuts the regions ``idx`` out of the query
+    canvas in the reference view's geometry and ``embed_views`` embeds such views (for a whole batch
+    at once): the second stage of logo scoring (:func:`combine_logo_scores`).
     """
 
     global_vec: np.ndarray
     regions: np.ndarray
     boxes: np.ndarray
-    crops: Callable[[np.ndarray], np.ndarray] | None = field(default=None, repr=False)
     crop_views: Callable[[np.ndarray], np.ndarray] | None = field(default=None, repr=False)
     embed_views: Callable[[np.ndarray], np.ndarray] | None = field(default=None, repr=False)
+
+    @property
+    def can_refine(self) -> bool:
+        """Whether the second (crop) stage of logo scoring is available for this photo."""
+        return self.crop_views is not None and self.embed_views is not None
+
+    def crops(self, idx: np.ndarray) -> np.ndarray:
+        """Descriptors [M, D] of the regions ``idx`` re-embedded as stand-alone crops."""
+        assert self.can_refine, "this embedding carries no canvas to re-embed crops from"
+        return self.embed_views(self.crop_views(idx))
 
 
 class Embedder:
@@ -389,7 +399,6 @@ class Embedder:
             pe, canvas_boxes = self._pool_photo(m, lb, None if gfeat is None else gfeat[i])
             pe.crop_views = lambda idx, c=canvas, b=canvas_boxes: self.crop_views(c, b[np.asarray(idx, dtype=np.int64)])
             pe.embed_views = self.embed_views
-            pe.crops = lambda idx, v=pe.crop_views: self.embed_views(v(idx))
             out.append(pe)
         return out
 
@@ -416,10 +425,6 @@ class Embedder:
         local = self._run(views)
         win = np.asarray([[0, 0, local.shape[2], local.shape[3]]], dtype=np.int64)
         return np.concatenate([gem_pool_windows(m, win, self.p) for m in local])
-
-    def embed_crops(self, canvas: np.ndarray, canvas_boxes: np.ndarray, margin: float = CROP_MARGIN) -> np.ndarray:
-        """Re-embed square crops of a query canvas (boxes in canvas pixels) like reference logos ([M, D])."""
-        return self.embed_views(self.crop_views(canvas, canvas_boxes, margin))
 
     def embed_photos(self, images: Sequence[Image.Image]) -> list[PhotoEmbedding]:
         """Global and regional descriptors of photos (listings or official product shots)."""

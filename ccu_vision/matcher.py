@@ -76,26 +76,20 @@ def _refine_with_crops(photos: Sequence[PhotoEmbedding], catalog: CatalogLike,
     """
     t_search = 0.0
     todo = [i for i, (p, best, top) in enumerate(zip(photos, logo_best, region_top, strict=True))
-            if p.crops is not None and len(top) and best]
+            if p.can_refine and len(top) and best]
     if not todo:
         return t_search
-    if all(photos[i].crop_views is not None and photos[i].embed_views is not None for i in todo):
-        # one embedder call and one index search for the crops of the whole batch
-        views = [photos[i].crop_views(region_top[i]) for i in todo]
-        vecs = photos[todo[0]].embed_views(np.concatenate(views))
-        splits = np.cumsum([len(v) for v in views])[:-1]
-        crops_of = dict(zip(todo, np.split(vecs, splits), strict=True))
-    else:
-        crops_of = {i: photos[i].crops(region_top[i]) for i in todo}
-    allc = np.ascontiguousarray(np.concatenate([crops_of[i] for i in todo]), dtype=np.float32)
+    # one embedder call and one index search for the crops of the whole batch
+    views = [photos[i].crop_views(region_top[i]) for i in todo]
+    vecs = photos[todo[0]].embed_views(np.concatenate(views))
     t0 = time.perf_counter()
-    all_hits = catalog.search("logo", allc, region_k)
+    all_hits = catalog.search("logo", np.ascontiguousarray(vecs, dtype=np.float32), region_k)
     t_search += time.perf_counter() - t0
     row = 0
-    for i in todo:
+    for i, v in zip(todo, views, strict=True):
         p, best, top = photos[i], logo_best[i], region_top[i]
-        hits = all_hits[row : row + len(crops_of[i])]
-        row += len(crops_of[i])
+        hits = all_hits[row : row + len(v)]
+        row += len(v)
         crop_best: dict[str, tuple[float, np.ndarray]] = {}
         for j, h in enumerate(hits):
             for ref_id, score, _vec_id in h:
