@@ -476,6 +476,12 @@ def _missing_dep(cmd: str, e: ModuleNotFoundError, module: str) -> NoReturn:
 
 
 def _passthrough(ctx: click.Context, cmd: str, module: str, args: tuple[str, ...]) -> None:
+    # train/export/bench set up their own logging (progress lines, log files): hand the package logger
+    # back to them, or their INFO progress is filtered by -v and warnings print twice
+    lg = logging.getLogger("ccu_vision")
+    lg.setLevel(logging.NOTSET)
+    for h in [h for h in lg.handlers if isinstance(h, _ClickHandler)]:
+        lg.removeHandler(h)
     try:
         mod = importlib.import_module(module)
         rc = mod.main(list(args))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -327,6 +328,8 @@ def test_demo_train_export_bench_are_lazy_passthroughs(env: dict[str, str], tmp_
     def fake_main(name: str):
         def main(argv: list[str]) -> int:
             calls[name] = argv
+            lg = logging.getLogger("ccu_vision")  # the tool's own INFO progress must not be filtered by -v
+            calls[name + ":logger"] = (lg.level, [type(h).__name__ for h in lg.handlers])
             return 3 if "--fail" in argv else 0
         return main
 
@@ -335,6 +338,7 @@ def test_demo_train_export_bench_are_lazy_passthroughs(env: dict[str, str], tmp_
         monkeypatch.setitem(sys.modules, mod, types.SimpleNamespace(main=fake_main(name)))
     r = run(env, "train", "--photos", "p/", "--out", "runs/x", "--steps", "3")
     assert r.exit_code == 0 and calls["train"] == ["--photos", "p/", "--out", "runs/x", "--steps", "3"]
+    assert calls["train:logger"] == (logging.NOTSET, [])
     r = run(env, "export", "--", "--help")
     assert r.exit_code == 0 and calls["export"] == ["--help"]
     r = run(env, "bench", "--smoke", "--fail")
