@@ -24,6 +24,7 @@ from PIL import Image
 
 from .errors import ModelError
 from .preprocess import Letterbox, feature_grid, letterbox, normalize, prepare_logo
+from .verify import VerifyConfig, content_gray, sub_windows
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,12 @@ class ModelInfo:
     path: str
     sha256: str
     extra: dict = field(default_factory=dict)
+
+    @property
+    def verify(self) -> VerifyConfig | None:
+        """How near-duplicate scores are computed and verified (None: global descriptor only)."""
+        raw = self.extra.get("dup_verify")
+        return None if not raw else VerifyConfig.from_dict(json.loads(raw))
 
     @property
     def preprocess_hash(self) -> str:
@@ -121,6 +128,10 @@ def parse_metadata(meta: dict[str, str], path: str = "", sha256: str = "") -> Mo
         raise ModelError(f"{path}: bad model metadata: {e}") from None
     if len(pre["mean"]) != 3 or len(pre["std"]) != 3:
         raise ModelError(f"{path}: mean/std must have 3 values")
+    try:
+        info.verify  # noqa: B018 - parsed here so a bad value fails at load, naming the file
+    except (ValueError, TypeError) as e:
+        raise ModelError(f"{path}: bad ccu.dup_verify metadata: {e}") from None
     return info
 
 
@@ -253,6 +264,9 @@ class PhotoEmbedding:
 
     ``global_vec`` [D] describes the whole image (near-duplicate search); ``regions`` [R, D]
     describe square windows (logo search), with ``boxes`` [R, 4] in original-image pixels.
+    ``dup_windows`` [W, D] describe large sub-windows in the global descriptor's space (crops and
+    collages of official photos, :mod:`ccu_vision.verify`), and ``canvas``/``content`` keep the
+    query canvas for keypoint verification.
     When the embedder attached them, ``crop_views(idx)`` cuts the regions ``idx`` out of the query
     canvas in the reference view's geometry and ``embed_views`` embeds such views (for a whole batch
     at once): the second stage of logo scoring (:func:`combine_logo_scores`).
@@ -263,6 +277,15 @@ class PhotoEmbedding:
     boxes: np.ndarray
     crop_views: Callable[[np.ndarray], np.ndarray] | None = field(default=None, repr=False)
     embed_views: Callable[[np.ndarray], np.ndarray] | None = field(default=None, repr=False)
+    dup_windows: np.ndarray | None = field(default=None, repr=False)
+    canvas: np.ndarray | None = field(default=None, repr=False)
+    content: tuple[float, float, float, float] | None = None
+
+    def gray(self) -> np.ndarray | None:
+        """The photo's grey content on its query canvas (for keypoint verification), if carried."""
+        if self.canvas is None or self.content is None:
+            return None
+        return content_gray(self.canvas, self.content)
 
     @property
     def can_refine(self) -> bool:
@@ -316,6 +339,7 @@ class Embedder:
         self._windows = region_windows(self.grid, pre["region_scales"])
         self._input = self.session.get_inputs()[0].name
         self._whiten = self._load_whitening()
+        self.verify = self.info.verify
 
     @property
     def dim(self) -> int:
@@ -399,6 +423,7 @@ class Embedder:
             pe, canvas_boxes = self._pool_photo(m, lb, None if gfeat is None else gfeat[i])
             pe.crop_views = lambda idx, c=canvas, b=canvas_boxes: self.crop_views(c, b[np.asarray(idx, dtype=np.int64)])
             pe.embed_views = self.embed_views
+            pe.canvas, pe.content = canvas, lb.content_box()
             out.append(pe)
         return out
 
@@ -440,13 +465,16 @@ class Embedder:
             raise ModelError(f"{self.info.path}: feature map {tuple(local.shape[-2:])} for a {self.query_size} px input "
                              f"does not match its metadata (stride {self.stride})")
         cw = content_window(lb, grid, self.stride)
+        # the global descriptor, then (for models that verify near-duplicates) its sub-windows
+        gwin = cw if self.verify is None else sub_windows(cw[0], self.verify.window_fracs)
         if gfeat is not None and self._whiten is not None:
             mean, proj = self._whiten
-            g = gem_pool_windows(gfeat, cw, self.p)[0].astype(np.float64)
-            g = (g - mean) @ proj
-            glob = (g / (np.linalg.norm(g) + 1e-12)).astype(np.float32)
+            g = (gem_pool_windows(gfeat, gwin, self.p).astype(np.float64) - mean) @ proj
+            gvecs = (g / (np.linalg.norm(g, axis=1, keepdims=True) + 1e-12)).astype(np.float32)
         else:
-            glob = gem_pool_windows(local, cw, self.p)[0]
+            gvecs = gem_pool_windows(local, gwin, self.p)
+        glob = gvecs[0]
+        dup_windows = gvecs[1:] if self.verify is not None else None
         win = self._windows
         r0, c0, r1, c1 = cw[0]
         # keep windows that mostly lie on image content
@@ -463,5 +491,6 @@ class Embedder:
         s = self.stride
         canvas_boxes = np.stack([keep[:, 1] * s, keep[:, 0] * s, keep[:, 3] * s, keep[:, 2] * s], axis=1)
         canvas_boxes = np.minimum(canvas_boxes, self.query_size)
-        pe = PhotoEmbedding(global_vec=glob, regions=regions, boxes=lb.to_original(canvas_boxes).astype(np.float32))
+        pe = PhotoEmbedding(global_vec=glob, regions=regions, boxes=lb.to_original(canvas_boxes).astype(np.float32),
+                            dup_windows=dup_windows)
         return pe, canvas_boxes

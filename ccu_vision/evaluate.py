@@ -17,6 +17,7 @@ from PIL import Image
 from .embedder import dense_logo_scores
 from .evalset import read_truth
 from .references import embed_images
+from .verify import VerifyConfig, canvas_gray, dense_dup_scores, ref_keypoints
 
 log = logging.getLogger(__name__)
 
@@ -154,8 +155,12 @@ def dup_metrics(truth: list[dict], ranked: list[Ranked], precision: float = 0.95
 # --------------------------------------------------------------------------- ccu-vision / any Embedder
 
 
-def rank_with_embedder(embedder, root: str | Path, k: int = 10, batch: int = 32) -> tuple[list[Ranked], list[Ranked], list]:
+def rank_with_embedder(embedder, root: str | Path, k: int = 10, batch: int = 32,
+                       verify: VerifyConfig | None | str = "model") -> tuple[list[Ranked], list[Ranked], list]:
     """Run an :class:`~ccu_vision.embedder.Embedder` over an evaluation set.
+
+    Near-duplicates are scored with ``verify`` (default: the model's own settings, None: the global
+    descriptor alone), without the scan's threshold gate (every candidate is verified).
 
     Returns (logo rankings, near-duplicate rankings, best boxes of the logo top-1s).
     """
@@ -166,12 +171,15 @@ def rank_with_embedder(embedder, root: str | Path, k: int = 10, batch: int = 32)
     logos = np.concatenate(views)
     owner = np.concatenate([np.full(len(v), i) for i, v in enumerate(views)])
     prods = sorted(p.stem for p in (root / "products").glob("*.jpg"))
-    pvec, powner = [], []
+    cfg = getattr(embedder, "verify", None) if verify == "model" else verify
+    pvec, powner, pkp = [], [], []
     for i in range(0, len(prods), batch):  # the catalog's own product vectors (photo + mirror view)
         ims = [Image.open(root / "products" / f"{p}.jpg").convert("RGB") for p in prods[i : i + batch]]
         for j, v in enumerate(embed_images(embedder, "product", ims)):
             pvec.append(v)
             powner += [i + j] * len(v)
+        if cfg is not None:  # keypoints from the same canvas a scan takes them from
+            pkp += [ref_keypoints(canvas_gray(im, embedder.query_size, embedder.interp), cfg) for im in ims]
     pvec = np.concatenate(pvec) if pvec else np.zeros((0, embedder.dim), np.float32)
     powner = np.asarray(powner, np.int64)
     logo_rows = [t for t in truth if t["task"] == "logo"]
@@ -188,15 +196,14 @@ def rank_with_embedder(embedder, root: str | Path, k: int = 10, batch: int = 32)
     for i in range(0, len(dup_rows), batch):
         ims = [Image.open(root / t["query"]).convert("RGB") for t in dup_rows[i : i + batch]]
         for e in embedder.embed_photos(ims):
-            sim = np.full(len(prods), -np.inf)
-            np.maximum.at(sim, powner, pvec @ e.global_vec)
+            sim, _inl = dense_dup_scores(e, pvec, powner, len(prods), cfg, pkp.__getitem__)  # the scan's scoring
             order = np.argsort(-sim)[:k]
             dup_ranked.append([(prods[j], float(sim[j])) for j in order])
     return logo_ranked, dup_ranked, boxes
 
 
-def evaluate_embedder(embedder, root: str | Path) -> dict:
+def evaluate_embedder(embedder, root: str | Path, verify: VerifyConfig | None | str = "model") -> dict:
     """Both tasks' metrics for an embedder on an evaluation set."""
     truth = read_truth(root)
-    lr, dr, _ = rank_with_embedder(embedder, root)
+    lr, dr, _ = rank_with_embedder(embedder, root, verify=verify)
     return {"model_id": embedder.info.model_id, "logo": logo_metrics(truth, lr), "dup": dup_metrics(truth, dr)}

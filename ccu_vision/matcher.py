@@ -4,7 +4,9 @@ Two searches per photo against the catalog:
 
 * **logo**: every regional descriptor is searched against the ``logo`` index; per reference the
   best score wins, and the box of the region that produced it says where the logo is;
-* **near-duplicate**: the global descriptor is searched against the ``product`` index.
+* **near-duplicate**: the global descriptor (and, for models that carry verification settings,
+  its sub-windows) is searched against the ``product`` index; the best candidates are then
+  verified with keypoints (:mod:`ccu_vision.verify`), and their score is the fused one.
 
 ``matches`` are the top-k references per kind whatever the thresholds (higher score = more
 similar, cosine); ``flags`` are the matches at or above the catalog's calibrated thresholds.
@@ -22,6 +24,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from .embedder import REFINE_CROPS, PhotoEmbedding, combine_logo_scores
+from .verify import Verifier, should_verify
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +112,46 @@ def _refine_with_crops(photos: Sequence[PhotoEmbedding], catalog: CatalogLike,
     return t_search
 
 
+def _near_duplicates(photos: Sequence[PhotoEmbedding], catalog: CatalogLike, dup_best: list[dict[str, float]],
+                     top_k: int, verifier: Verifier | None) -> float:
+    """CNN near-duplicate scores per photo (in place): the best of the global descriptor's hits and
+    its sub-windows' hits minus the window penalty. Returns the seconds spent searching."""
+    penalty = verifier.cfg.window_penalty if verifier is not None else 0.0
+    rows, owner, shift = [], [], []
+    for i, p in enumerate(photos):
+        g = np.asarray(p.global_vec, np.float32).reshape(1, -1)
+        w = p.dup_windows if verifier is not None and p.dup_windows is not None else g[:0]
+        assert w.ndim == 2 and w.shape[1] == g.shape[1], (w.shape, g.shape)
+        rows += [g, np.asarray(w, np.float32)]
+        owner += [i] * (1 + len(w))
+        shift += [0.0] + [penalty] * len(w)
+    t0 = time.perf_counter()
+    hits = catalog.search("product", np.ascontiguousarray(np.concatenate(rows)), top_k)
+    t = time.perf_counter() - t0
+    for i, pen, h in zip(owner, shift, hits, strict=True):
+        best = dup_best[i]
+        for ref_id, score, _vec_id in h:
+            s = float(score) - pen
+            if s > best.get(ref_id, -np.inf):
+                best[ref_id] = s
+    return t
+
+
+def _verify(photos: Sequence[PhotoEmbedding], dup_best: list[dict[str, float]], dup_inliers: list[dict[str, int]],
+            verifier: Verifier, threshold: float) -> None:
+    """Keypoint-verify each photo's best near-duplicate candidates; fuse their scores in place."""
+    cfg = verifier.cfg
+    for p, best, inl in zip(photos, dup_best, dup_inliers, strict=True):
+        cands = sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))[: cfg.candidates]
+        todo = [ref_id for ref_id, s in cands if should_verify(s, threshold, cfg)]
+        gray = p.gray() if todo else None
+        if gray is None:
+            continue
+        for ref_id, k in verifier.inliers(gray, todo).items():
+            inl[ref_id] = k
+            best[ref_id] = float(best[ref_id] + cfg.bonus(k))
+
+
 def match_photos(
     photos: Sequence[PhotoEmbedding],
     catalog: CatalogLike,
@@ -117,12 +160,15 @@ def match_photos(
     region_k: int = DEFAULT_REGION_K,
     timings: dict[str, float] | None = None,
     refine: int = REFINE_CROPS,
+    verifier: Verifier | None = None,
 ) -> list[MatchResult]:
     """Match a batch of photos against ``catalog``; one :class:`MatchResult` per photo.
 
     All regions of the batch go to the logo index in one search call, all global vectors to the
-    product index in another. If ``timings`` is given, seconds spent searching are added to
-    ``timings["search"]`` and the rest (aggregation, thresholds) to ``timings["decide"]``.
+    product index in another. With a ``verifier`` (:func:`ccu_vision.verify.for_catalog`) the
+    near-duplicate candidates are verified with keypoints. If ``timings`` is given, seconds spent
+    searching are added to ``timings["search"]``, verifying to ``timings["verify"]`` and the rest
+    (aggregation, thresholds) to ``timings["decide"]``.
     """
     t_start = time.perf_counter()
     t_search = 0.0
@@ -161,14 +207,13 @@ def match_photos(
         if refine > 0:
             t_search += _refine_with_crops(photos, catalog, logo_best, region_top, region_k)
 
-    queries = np.stack([np.asarray(p.global_vec, np.float32) for p in photos])
-    t0 = time.perf_counter()
-    hits = catalog.search("product", np.ascontiguousarray(queries), top_k)
-    t_search += time.perf_counter() - t0
-    for i in range(n):
-        for ref_id, score, _vec_id in hits[i]:
-            if score > dup_best[i].get(ref_id, -np.inf):
-                dup_best[i][ref_id] = float(score)
+    t_search += _near_duplicates(photos, catalog, dup_best, top_k, verifier)
+    t_verify = 0.0
+    dup_inliers: list[dict[str, int]] = [{} for _ in range(n)]
+    if verifier is not None:
+        t0 = time.perf_counter()
+        _verify(photos, dup_best, dup_inliers, verifier, th_dup)
+        t_verify = time.perf_counter() - t0
 
     brands: dict[str, str] = {}
 
@@ -192,6 +237,8 @@ def match_photos(
                                   "threshold": th_logo, "box": m["box"]})
         for ref_id, score in dups:
             m = {"ref_id": ref_id, "brand": brand_of(ref_id), "kind": "product", "score": _score(score)}
+            if ref_id in dup_inliers[i]:
+                m["inliers"] = dup_inliers[i][ref_id]
             res.matches.append(m)
             if score >= th_dup:
                 res.flags.append({"type": "near_duplicate", "brand": m["brand"], "ref_id": ref_id,
@@ -202,11 +249,12 @@ def match_photos(
     if timings is not None:
         total = time.perf_counter() - t_start
         timings["search"] = timings.get("search", 0.0) + t_search
-        timings["decide"] = timings.get("decide", 0.0) + (total - t_search)
+        timings["verify"] = timings.get("verify", 0.0) + t_verify
+        timings["decide"] = timings.get("decide", 0.0) + (total - t_search - t_verify)
     return results
 
 
 def match_photo(photo: PhotoEmbedding, catalog: CatalogLike, *, top_k: int = DEFAULT_TOP_K,
-                region_k: int = DEFAULT_REGION_K) -> MatchResult:
+                region_k: int = DEFAULT_REGION_K, verifier: Verifier | None = None) -> MatchResult:
     """Match one photo (see :func:`match_photos`)."""
-    return match_photos([photo], catalog, top_k=top_k, region_k=region_k)[0]
+    return match_photos([photo], catalog, top_k=top_k, region_k=region_k, verifier=verifier)[0]

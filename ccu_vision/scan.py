@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from . import verify
 from .errors import CcuError, ImageError
 from .matcher import DEFAULT_REGION_K, DEFAULT_TOP_K, CatalogLike, match_photos
 from .preprocess import Letterbox, letterbox
@@ -40,7 +41,7 @@ from .preprocess import Letterbox, letterbox
 log = logging.getLogger(__name__)
 
 MANIFEST_EXTENSIONS = {".csv", ".jsonl", ".json", ".ndjson", ".tsv", ".txt"}
-STAGES = ("read", "decode", "decode_wait", "embed", "search", "decide", "write")
+STAGES = ("read", "decode", "decode_wait", "embed", "search", "verify", "decide", "write")
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -241,7 +242,8 @@ def check_canvas(path: str | os.PathLike, canvas: np.ndarray, lb: Letterbox, emb
                  *, top_k: int = DEFAULT_TOP_K, region_k: int = DEFAULT_REGION_K) -> dict:
     """The row of one already decoded image (see :func:`decode_for`)."""
     photo = embedder.embed_canvases(canvas[None], [lb])[0]
-    res = match_photos([photo], catalog, top_k=top_k, region_k=region_k)[0]
+    res = match_photos([photo], catalog, top_k=top_k, region_k=region_k,
+                       verifier=verify.for_catalog(embedder, catalog))[0]
     return ok_row(ScanInput(image=str(path)), res)
 
 
@@ -356,6 +358,7 @@ def run_scan(
             todo.append(item)
 
     size, interp = int(embedder.query_size), str(embedder.interp)
+    verifier = verify.for_catalog(embedder, catalog)  # product keypoints are cached for the whole run
     match_t: dict[str, float] = {}
     from tqdm import tqdm
 
@@ -388,7 +391,7 @@ def run_scan(
                 if photos:
                     idx = [i for i, _ in good if i not in errors]
                     for i, r in zip(idx, match_photos(photos, catalog, top_k=top_k, region_k=region_k,
-                                                      timings=match_t), strict=True):
+                                                      timings=match_t, verifier=verifier), strict=True):
                         results[i] = r
             t0 = time.perf_counter()
             lines = []
@@ -446,7 +449,8 @@ def run_scan(
         bar.close()
     st["search"].seconds = match_t.get("search", 0.0)
     st["decide"].seconds = match_t.get("decide", 0.0)
-    st["search"].images = st["decide"].images = summary.ok
+    st["verify"].seconds = match_t.get("verify", 0.0)
+    st["search"].images = st["decide"].images = st["verify"].images = summary.ok
     summary.wall_s = time.perf_counter() - t_wall
     return summary
 

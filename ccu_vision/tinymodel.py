@@ -8,6 +8,7 @@ identical images embed identically, different images differently, nothing more.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,7 @@ def make_tiny_model(
     model_id: str = "tiny-test",
     thresholds: dict | None = None,
     preprocess: dict | None = None,
+    verify: dict | None = None,
 ) -> Path:
     """Write a tiny ONNX embedder to ``path`` and return the path."""
     import onnx
@@ -61,7 +63,8 @@ def make_tiny_model(
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     th = thresholds if thresholds is not None else {"logo": 0.9, "near_duplicate": 0.9, "precision": 0.95}
-    for k, v in metadata_dict(model_id, dim, pre, th).items():
+    extra = {} if verify is None else {"dup_verify": json.dumps(verify)}
+    for k, v in metadata_dict(model_id, dim, pre, th, **extra).items():
         model.metadata_props.add(key=k, value=v)
     onnx.checker.check_model(model)
     path = Path(path)

@@ -5,7 +5,9 @@
 Thresholds are the lowest scores at which the model's top-1 predictions on a held-out calibration
 set (held-out brands, the photo folder's ``validation`` split) reach the target precision (0.95).
 They are written into the ONNX metadata (``ccu.thresholds``) together with the calibration
-numbers, so every catalog built with the model starts from them.
+numbers, so every catalog built with the model starts from them. Near-duplicate scores are
+calibrated with keypoint verification (:mod:`ccu_vision.verify`), whose settings are written into the
+file as ``ccu.dup_verify`` first (``--no-verify``: the global descriptor alone).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 from ..embedder import Embedder
 from ..evalset import EvalConfig, build_eval_set, read_truth
 from ..evaluate import dup_metrics, logo_metrics, rank_with_embedder
+from ..verify import VerifyConfig
 from .export import set_thresholds
 
 log = logging.getLogger(__name__)
@@ -25,8 +28,11 @@ log = logging.getLogger(__name__)
 CALIB_CONFIG = EvalConfig(split="validation", seed=777, n_brands=300, n_products=120, n_lookalikes=150)
 
 
-def calibrate_model(model: Path, evalset: Path, precision: float = 0.95) -> dict:
+def calibrate_model(model: Path, evalset: Path, precision: float = 0.95,
+                    verify: VerifyConfig | None = VerifyConfig()) -> dict:  # noqa: B008 - frozen dataclass
     """Compute thresholds on ``evalset`` and write them into ``model``; returns them with the calibration metrics."""
+    # the scoring the thresholds are calibrated for travels with them ("" = global descriptor only)
+    set_thresholds(model, Embedder(model).info.thresholds, {"dup_verify": json.dumps(verify.to_dict()) if verify else ""})
     emb = Embedder(model)
     truth = read_truth(evalset)
     lr, dr, _ = rank_with_embedder(emb, evalset)
@@ -38,6 +44,8 @@ def calibrate_model(model: Path, evalset: Path, precision: float = 0.95) -> dict
         "calibrated_on": json.loads((evalset / "set.json").read_text())["config"],
         "recall_at_threshold": {"logo": round(lm["recall@p95"], 4), "near_duplicate": round(dm["recall@p95"], 4)},
     }
+    if verify is not None:
+        th["dup_scoring"] = verify.key()  # what the near-duplicate threshold is a threshold of
     set_thresholds(model, th)
     return {"thresholds": th, "logo": lm, "dup": dm}
 
@@ -49,10 +57,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--evalset", type=Path, default=Path("out/eval-calib"))
     ap.add_argument("--photos", help="photo folder for building the calibration set if missing")
     ap.add_argument("--precision", type=float, default=0.95)
+    ap.add_argument("--no-verify", action="store_true",
+                    help="score near-duplicates by the global descriptor alone (no windows, no keypoints)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     build_eval_set(args.evalset, CALIB_CONFIG, args.photos)
-    res = calibrate_model(args.model, args.evalset, args.precision)
+    res = calibrate_model(args.model, args.evalset, args.precision, None if args.no_verify else VerifyConfig())
     print(json.dumps(res["thresholds"], indent=2))
     return 0
 
