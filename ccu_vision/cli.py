@@ -317,6 +317,7 @@ def _print_check(row: dict, thresholds: dict, n_refs: int) -> None:
     for f in row["flags"]:
         what = "logo" if f["type"] == "logo" else "near-duplicate of an official photo"
         where = f"  at {_fmt_box(f['box'])}" if f.get("box") else ""
+        where += f", {f['inliers']} keypoint inliers" if "inliers" in f else ""
         click.echo(f"  {f['brand']}: {what}, score {f['score']:.3f} >= threshold {f['threshold']:.3f}"
                    f"{where}  (ref {f['ref_id']})")
     if n_refs == 0:
@@ -331,6 +332,7 @@ def _print_check(row: dict, thresholds: dict, n_refs: int) -> None:
             th = thresholds.get("logo" if m["kind"] == "logo" else "near_duplicate")
             ths = f" < threshold {float(th):.3f}" if th is not None else ""
             where = f"  at {_fmt_box(m['box'])}" if m.get("box") else ""
+            where += f", {m['inliers']} keypoint inliers" if "inliers" in m else ""
             kind = "logo" if m["kind"] == "logo" else "product photo"
             click.echo(f"    {m['brand']} ({kind}) score {m['score']:.3f}{ths}{where}  (ref {m['ref_id']})")
 

@@ -242,7 +242,8 @@ def match_photos(
             res.matches.append(m)
             if score >= th_dup:
                 res.flags.append({"type": "near_duplicate", "brand": m["brand"], "ref_id": ref_id,
-                                  "score": m["score"], "threshold": th_dup})
+                                  "score": m["score"], "threshold": th_dup,
+                                  **({"inliers": m["inliers"]} if "inliers" in m else {})})
         res.flags.sort(key=lambda f: -f["score"])
         results.append(res)
 

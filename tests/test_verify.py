@@ -181,6 +181,7 @@ def test_scan_scores_equal_dense_scores(tmp_path: Path, verify_model: Path) -> N
             assert got[ref].get("inliers", -1) == inl[j]
         assert int(np.argmax(dense)) == 2 and inl[2] >= 20, (dense, inl)
         assert res.flags and res.flags[0]["ref_id"] == ids[2] and res.flags[0]["type"] == "near_duplicate"
+        assert res.flags[0]["inliers"] == inl[2]
         assert sum(m.get("inliers", -1) >= 0 for m in got.values()) <= CFG.candidates
 
 
