@@ -225,3 +225,26 @@ def test_scan_reports_the_verify_stage(tmp_path: Path, verify_model: Path) -> No
     for i, row in enumerate(rows):
         top = next(m for m in row["matches"] if m["kind"] == "product")
         assert top["ref_id"] == ids[i] and top["inliers"] >= 20, row
+
+
+def test_cli_check_shows_the_verified_copy(tmp_path: Path, verify_model: Path) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from ccu_vision.cli import cli
+
+    env = {"CCU_HOME": str(tmp_path / "home"), "CCU_MODEL": str(verify_model)}
+    official, other = tmp_path / "official.png", tmp_path / "other.png"
+    scene(30).save(official)
+    scene(31).save(other)
+    edited(scene(30)).save(tmp_path / "listing.jpg")
+    r = CliRunner().invoke(cli, ["ref", "add", "--brand", "Acme", "--kind", "product", str(official), str(other)],
+                           env=env, catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(cli, ["check", str(tmp_path / "listing.jpg")], env=env, catch_exceptions=False)
+    assert r.exit_code == 0 and "SUSPECT" in r.output and "near-duplicate" in r.output, r.output
+    assert "keypoint inliers" in r.output
+    r = CliRunner().invoke(cli, ["check", str(tmp_path / "listing.jpg"), "--json"], env=env, catch_exceptions=False)
+    flag = json.loads(r.output)["flags"][0]
+    assert flag["type"] == "near_duplicate" and flag["inliers"] >= 20
