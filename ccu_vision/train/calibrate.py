@@ -64,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     build_eval_set(args.evalset, CALIB_CONFIG, args.photos)
     res = calibrate_model(args.model, args.evalset, args.precision, None if args.no_verify else VerifyConfig())
     print(json.dumps(res["thresholds"], indent=2))
+    lm, dm = res["logo"], res["dup"]
+    print(f"calibration set: logo R@1 {lm['recall@1']:.3f} R@5 {lm['recall@5']:.3f} AP {lm['ap']:.3f} "
+          f"TPR@1%FPR {lm['tpr@0.01fpr']:.3f} | near-dup muAP {dm['muap']:.3f} R@P90 {dm['recall@p90']:.3f}")
     return 0
 
 
