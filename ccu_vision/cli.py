@@ -531,7 +531,7 @@ def train(ctx: click.Context, args: tuple[str, ...]) -> None:
 @cli.command(context_settings=PASS, epilog="""\b
 Examples:
   ccu-vision export -- --help             # the exporter's own options
-  ccu-vision export --run runs/v1 --out ccu-lite0-v1.onnx
+  ccu-vision export --run runs/v2 --out ccu-lite0-v2.onnx
   ccu-vision export --imagenet --out baseline.onnx     # un-fine-tuned backbone
 """)
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)

@@ -24,7 +24,11 @@ def test_model_describes_itself(shipped: Embedder) -> None:
     assert info.model_id.startswith("ccu-lite0")
     assert info.embed_dim == 256 and info.metric == "cosine"
     th = info.thresholds
-    assert 0 < th["logo"] < 1 and 0 < th["near_duplicate"] < 1 and th["precision"] >= 0.95
+    assert 0 < th["logo"] < 1 and th["precision"] >= 0.95
+    # near-duplicates: windows + keypoint verification, threshold calibrated on the fused score
+    assert shipped.verify is not None and th["dup_scoring"] == shipped.verify.key()
+    assert 0 < th["near_duplicate"] < 1 + shipped.verify.weight
+    assert "ccu-vision train" in info.extra["train_command"]
     assert info.preprocess["query_size"] % info.preprocess["stride"] == 0
     assert shipped._whiten is not None  # near-duplicates use the whitened backbone descriptor
 

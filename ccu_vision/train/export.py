@@ -1,6 +1,6 @@
 """``ccu-vision export``: a trained checkpoint -> a self-describing ONNX embedder.
 
-    ccu-vision export --run runs/v1 --out ccu_vision/models/ccu-lite0-v1.onnx
+    ccu-vision export --run runs/v2 --out ccu_vision/models/ccu-lite0-v2.onnx
     ccu-vision export --imagenet --out baseline.onnx      # the un-fine-tuned backbone (baseline)
 
 The ONNX graph maps ``image`` [N,3,H,W] (normalized) to ``local`` [N,D,h,w]; H and W are dynamic
