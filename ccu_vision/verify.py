@@ -46,6 +46,7 @@ class VerifyConfig:
     features: int = 500  # ORB keypoints per image
     ratio: float = 0.8  # Lowe ratio test
     ransac_px: float = 5.0  # RANSAC reprojection error (affine model), canvas pixels
+    floor: int = 8  # inliers any two photos reach by chance (an affine fit to 3 random matches and a few more)
     cap: int = 32  # inliers at which the bonus saturates
     weight: float = 0.5  # largest bonus added to the CNN score
     window_penalty: float = 0.02  # a sub-window match counts this much less than a whole-image match
@@ -69,7 +70,7 @@ class VerifyConfig:
         if "window_fracs" in d:
             d["window_fracs"] = tuple(float(f) for f in d["window_fracs"])
         cfg = cls(**d)
-        if cfg.candidates < 0 or cfg.features < 8 or cfg.cap < 1 or not 0 < cfg.ratio <= 1:
+        if cfg.candidates < 0 or cfg.features < 8 or not 0 <= cfg.floor < cfg.cap or not 0 < cfg.ratio <= 1:
             raise ValueError(f"bad near-duplicate verification settings {d}")
         return cfg
 
@@ -80,7 +81,8 @@ class VerifyConfig:
 
     def bonus(self, inliers: np.ndarray | int) -> np.ndarray:
         """What verified inliers add to a CNN score."""
-        return self.weight * np.minimum(np.asarray(inliers, np.float64), self.cap) / self.cap
+        x = (np.asarray(inliers, np.float64) - self.floor) / (self.cap - self.floor)
+        return self.weight * np.clip(x, 0.0, 1.0)
 
 
 def sub_windows(content: np.ndarray, fracs: tuple[float, ...]) -> np.ndarray:

@@ -65,7 +65,10 @@ def test_config_roundtrip_and_refusals() -> None:
         VerifyConfig.from_dict({**d, "colour": 1})
     with pytest.raises(ValueError, match="bad"):
         VerifyConfig.from_dict({**d, "ratio": 0})
-    assert np.allclose(CFG.bonus([0, CFG.cap // 2, CFG.cap, 10 * CFG.cap]), [0, CFG.weight / 2, CFG.weight, CFG.weight])
+    with pytest.raises(ValueError, match="bad"):
+        VerifyConfig.from_dict({**d, "floor": 40})
+    mid = (CFG.floor + CFG.cap) / 2
+    assert np.allclose(CFG.bonus([0, CFG.floor, mid, CFG.cap, 10 * CFG.cap]), [0, 0, CFG.weight / 2, CFG.weight, CFG.weight])
     assert verify.should_verify(0.5, 0.9, CFG) and not verify.should_verify(0.3, 0.9, CFG)
     assert verify.should_verify(-1.0, float("inf"), CFG), "no threshold: every candidate is verified"
 

@@ -3,7 +3,9 @@
     python -m ccu_vision.train.calibrate --model runs/v1/model.onnx --evalset out/eval-calib
 
 Thresholds are the lowest scores at which the model's top-1 predictions on a held-out calibration
-set (held-out brands, the photo folder's ``validation`` split) reach the target precision (0.95).
+set (held-out brands, the photo folder's ``validation`` split) reach the target precision (0.95)
+*and* flag at most 1 % of its negatives (``--max-fpr``; precision alone depends on the set's mix of
+positives and negatives, which a real dump does not share).
 They are written into the ONNX metadata (``ccu.thresholds``) together with the calibration
 numbers, so every catalog built with the model starts from them. Near-duplicate scores are
 calibrated with keypoint verification (:mod:`ccu_vision.verify`), whose settings are written into the
@@ -17,6 +19,8 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
+
 from ..embedder import Embedder
 from ..evalset import EvalConfig, build_eval_set, read_truth
 from ..evaluate import dup_metrics, logo_metrics, rank_with_embedder
@@ -28,8 +32,27 @@ log = logging.getLogger(__name__)
 CALIB_CONFIG = EvalConfig(split="validation", seed=777, n_brands=300, n_products=120, n_lookalikes=150)
 
 
+def negative_quantile(scores: list[float], max_fpr: float) -> float:
+    """The lowest threshold that flags at most ``max_fpr`` of the negatives' top-1 ``scores``."""
+    s = np.sort(np.asarray(scores, np.float64))[::-1]
+    k = int(np.floor(max_fpr * len(s)))  # this many negatives may score at or above the threshold
+    if len(s) == 0:
+        return -np.inf
+    return float(np.nextafter(s[k], np.inf)) if k < len(s) else -np.inf
+
+
+def _recall_at(truth: list[dict], ranked: list, task: str, threshold: float) -> float:
+    """Share of the task's positives whose top-1 is right and scores at or above ``threshold``."""
+    rows = [t for t in truth if t["task"] == task]
+    key = "brand" if task == "logo" else "product"
+    pos = [(t, r) for t, r in zip(rows, ranked, strict=True) if t[key]]
+    hit = [bool(r) and r[0][0] == t[key] and r[0][1] >= threshold for t, r in pos]
+    return float(np.mean(hit)) if hit else 0.0
+
+
 def calibrate_model(model: Path, evalset: Path, precision: float = 0.95,
-                    verify: VerifyConfig | None = VerifyConfig()) -> dict:  # noqa: B008 - frozen dataclass
+                    verify: VerifyConfig | None = VerifyConfig(),  # noqa: B008 - frozen dataclass
+                    max_fpr: float = 0.01) -> dict:
     """Compute thresholds on ``evalset`` and write them into ``model``; returns them with the calibration metrics."""
     # the scoring the thresholds are calibrated for travels with them ("" = global descriptor only)
     set_thresholds(model, Embedder(model).info.thresholds, {"dup_verify": json.dumps(verify.to_dict()) if verify else ""})
@@ -37,12 +60,23 @@ def calibrate_model(model: Path, evalset: Path, precision: float = 0.95,
     truth = read_truth(evalset)
     lr, dr, _ = rank_with_embedder(emb, evalset)
     lm, dm = logo_metrics(truth, lr, precision=precision), dup_metrics(truth, dr, precision=precision)
+    # precision on a calibration set depends on its mix of positives and negatives, which a real dump
+    # does not share; so a threshold must also keep the negatives' flag rate at or below max_fpr
+    # (negatives: listings with an unregistered or no mark; look-alike photos of the same products)
+    logo_neg = [r[0][1] for t, r in zip((t for t in truth if t["task"] == "logo"), lr, strict=True)
+                if t["kind"] != "registered" and r]
+    dup_neg = [r[0][1] for t, r in zip((t for t in truth if t["task"] == "dup"), dr, strict=True)
+               if not t["product"] and r]
+    th_logo, th_dup = (max(p, negative_quantile(neg, max_fpr))
+                       for p, neg in ((lm["threshold@p95"], logo_neg), (dm["threshold@p95"], dup_neg)))
     th = {
-        "logo": round(lm["threshold@p95"], 5),
-        "near_duplicate": round(dm["threshold@p95"], 5),
+        "logo": round(th_logo, 5),
+        "near_duplicate": round(th_dup, 5),
         "precision": precision,
+        "max_fpr": max_fpr,
         "calibrated_on": json.loads((evalset / "set.json").read_text())["config"],
-        "recall_at_threshold": {"logo": round(lm["recall@p95"], 4), "near_duplicate": round(dm["recall@p95"], 4)},
+        "recall_at_threshold": {"logo": round(_recall_at(truth, lr, "logo", th_logo), 4),
+                                "near_duplicate": round(_recall_at(truth, dr, "dup", th_dup), 4)},
     }
     if verify is not None:
         th["dup_scoring"] = verify.key()  # what the near-duplicate threshold is a threshold of
@@ -57,12 +91,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--evalset", type=Path, default=Path("out/eval-calib"))
     ap.add_argument("--photos", help="photo folder for building the calibration set if missing")
     ap.add_argument("--precision", type=float, default=0.95)
+    ap.add_argument("--max-fpr", type=float, default=0.01, help="largest share of negatives a threshold may flag")
     ap.add_argument("--no-verify", action="store_true",
                     help="score near-duplicates by the global descriptor alone (no windows, no keypoints)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     build_eval_set(args.evalset, CALIB_CONFIG, args.photos)
-    res = calibrate_model(args.model, args.evalset, args.precision, None if args.no_verify else VerifyConfig())
+    res = calibrate_model(args.model, args.evalset, args.precision, None if args.no_verify else VerifyConfig(),
+                          args.max_fpr)
     print(json.dumps(res["thresholds"], indent=2))
     lm, dm = res["logo"], res["dup"]
     print(f"calibration set: logo R@1 {lm['recall@1']:.3f} R@5 {lm['recall@5']:.3f} AP {lm['ap']:.3f} "
