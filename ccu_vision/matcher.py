@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from .embedder import REFINE_CROPS, PhotoEmbedding, combine_logo_scores
-from .verify import Verifier, should_verify
+from .verify import Verifier, verify_candidates
 
 log = logging.getLogger(__name__)
 
@@ -140,16 +140,8 @@ def _near_duplicates(photos: Sequence[PhotoEmbedding], catalog: CatalogLike, dup
 def _verify(photos: Sequence[PhotoEmbedding], dup_best: list[dict[str, float]], dup_inliers: list[dict[str, int]],
             verifier: Verifier, threshold: float) -> None:
     """Keypoint-verify each photo's best near-duplicate candidates; fuse their scores in place."""
-    cfg = verifier.cfg
     for p, best, inl in zip(photos, dup_best, dup_inliers, strict=True):
-        cands = sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))[: cfg.candidates]
-        todo = [ref_id for ref_id, s in cands if should_verify(s, threshold, cfg)]
-        gray = p.gray() if todo else None
-        if gray is None:
-            continue
-        for ref_id, k in verifier.inliers(gray, todo).items():
-            inl[ref_id] = k
-            best[ref_id] = float(best[ref_id] + cfg.bonus(k))
+        inl.update(verify_candidates(best, p.gray, verifier.refs.get, verifier.cfg, threshold))
 
 
 def match_photos(

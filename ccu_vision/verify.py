@@ -28,6 +28,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -235,6 +236,29 @@ def should_verify(cnn_score: float, threshold: float, cfg: VerifyConfig) -> bool
     return not np.isfinite(threshold) or cnn_score + cfg.weight >= threshold
 
 
+def verify_candidates(scores: dict, gray: Callable[[], np.ndarray | None],
+                      ref_kp: Callable[[Any], tuple[Keypoints, Keypoints] | None], cfg: VerifyConfig,
+                      threshold: float = float("inf")) -> dict:
+    """Keypoint-verify the ``cfg.candidates`` best products of one query and fuse their scores in place.
+
+    ``scores`` maps product keys to CNN scores (ties broken by key); candidates whose score plus the
+    largest bonus stays below ``threshold`` are skipped (:func:`should_verify`); ``gray()`` gives the
+    query's grey canvas content (None: cannot verify). Returns the inliers of each verified product.
+    """
+    cands = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[: cfg.candidates]
+    todo = [k for k, s in cands if np.isfinite(s) and should_verify(s, threshold, cfg)]
+    g = gray() if todo else None
+    if g is None:
+        return {}
+    q = keypoints(g, cfg.features)
+    out = {}
+    for k in todo:
+        kp = ref_kp(k)
+        out[k] = 0 if kp is None else best_inliers(q, kp, cfg)
+        scores[k] = float(scores[k] + cfg.bonus(out[k]))
+    return out
+
+
 def dense_dup_scores(photo, refs: np.ndarray, owner: np.ndarray, n: int, cfg: VerifyConfig | None,
                      ref_kp: Callable[[int], tuple[Keypoints, Keypoints] | None] | None = None,
                      threshold: float = float("inf")) -> tuple[np.ndarray, np.ndarray]:
@@ -252,15 +276,10 @@ def dense_dup_scores(photo, refs: np.ndarray, owner: np.ndarray, n: int, cfg: Ve
     w = photo.dup_windows
     if w is not None and len(w) and len(refs):
         np.maximum.at(sim, owner, (refs @ np.asarray(w, np.float32).T).max(1) - cfg.window_penalty)
-    cands = [int(j) for j in np.argsort(-sim, kind="stable")[: cfg.candidates] if np.isfinite(sim[j])]
-    todo = [j for j in cands if should_verify(float(sim[j]), threshold, cfg)]
-    gray = photo.gray() if todo and ref_kp is not None else None
-    if gray is not None:
-        q = keypoints(gray, cfg.features)
-        for j in todo:
-            kp = ref_kp(j)
-            inl[j] = 0 if kp is None else best_inliers(q, kp, cfg)
-            sim[j] = float(sim[j] + cfg.bonus(inl[j]))
+    if ref_kp is not None:
+        scores = {j: float(v) for j, v in enumerate(sim)}
+        for j, k in verify_candidates(scores, photo.gray, ref_kp, cfg, threshold).items():
+            inl[j], sim[j] = k, scores[j]
     return sim, inl
 
 
@@ -273,17 +292,6 @@ class Verifier:
 
     cfg: VerifyConfig
     refs: KeypointCache
-
-    def inliers(self, gray: np.ndarray, ref_ids: list[str]) -> dict[str, int]:
-        """Inliers of a query (grey canvas content) against each product in ``ref_ids``."""
-        if not ref_ids:
-            return {}
-        q = keypoints(gray, self.cfg.features)
-        out = {}
-        for ref_id in ref_ids:
-            kp = self.refs.get(ref_id)
-            out[ref_id] = 0 if kp is None else best_inliers(q, kp, self.cfg)
-        return out
 
 
 def canvas_gray(img, size: int, interp: str) -> np.ndarray:
