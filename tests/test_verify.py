@@ -251,3 +251,20 @@ def test_cli_check_shows_the_verified_copy(tmp_path: Path, verify_model: Path) -
     r = CliRunner().invoke(cli, ["check", str(tmp_path / "listing.jpg"), "--json"], env=env, catch_exceptions=False)
     flag = json.loads(r.output)["flags"][0]
     assert flag["type"] == "near_duplicate" and flag["inliers"] >= 20
+
+
+def test_a_lost_reference_copy_only_skips_its_verification(tmp_path: Path, verify_model: Path,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    """A stored product copy that vanished (or rotted) is not verified; the scan row is still written."""
+    emb = Embedder(verify_model)
+    cat, ids, imgs = _catalog_with_products(tmp_path, emb, 2)
+    with cat:
+        cat.ref_image_path(ids[0]).write_bytes(b"not an image any more")
+        verifier = verify.for_catalog(emb, cat)
+        with caplog.at_level(logging.WARNING, logger="ccu_vision.verify"):
+            res = match_photo(emb.embed_photos([edited(imgs[0])])[0], cat, top_k=5, verifier=verifier)
+        assert f"reference {ids[0]}: image unavailable" in caplog.text
+        got = {m["ref_id"]: m for m in res.matches if m["kind"] == "product"}
+        assert got[ids[0]]["inliers"] == 0, "unverifiable: no bonus, but still scored by the CNN"
+        res2 = match_photo(emb.embed_photos([edited(imgs[1])])[0], cat, top_k=5, verifier=verifier)
+        assert next(m for m in res2.matches if m["ref_id"] == ids[1])["inliers"] >= 20
