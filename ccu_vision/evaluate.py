@@ -17,7 +17,7 @@ from PIL import Image
 from .embedder import dense_logo_scores
 from .evalset import read_truth
 from .references import embed_images
-from .verify import VerifyConfig, canvas_gray, dense_dup_scores, ref_keypoints
+from .verify import canvas_gray, dense_dup_scores, ref_keypoints
 
 log = logging.getLogger(__name__)
 
@@ -155,12 +155,11 @@ def dup_metrics(truth: list[dict], ranked: list[Ranked], precision: float = 0.95
 # --------------------------------------------------------------------------- ccu-vision / any Embedder
 
 
-def rank_with_embedder(embedder, root: str | Path, k: int = 10, batch: int = 32,
-                       verify: VerifyConfig | None | str = "model") -> tuple[list[Ranked], list[Ranked], list]:
+def rank_with_embedder(embedder, root: str | Path, k: int = 10, batch: int = 32) -> tuple[list[Ranked], list[Ranked], list]:
     """Run an :class:`~ccu_vision.embedder.Embedder` over an evaluation set.
 
-    Near-duplicates are scored with ``verify`` (default: the model's own settings, None: the global
-    descriptor alone), without the scan's threshold gate (every candidate is verified).
+    Near-duplicates are scored with the embedder's verification settings (``embedder.verify``; None:
+    the global descriptor alone), without the scan's threshold gate (every candidate is verified).
 
     Returns (logo rankings, near-duplicate rankings, best boxes of the logo top-1s).
     """
@@ -171,7 +170,7 @@ def rank_with_embedder(embedder, root: str | Path, k: int = 10, batch: int = 32,
     logos = np.concatenate(views)
     owner = np.concatenate([np.full(len(v), i) for i, v in enumerate(views)])
     prods = sorted(p.stem for p in (root / "products").glob("*.jpg"))
-    cfg = getattr(embedder, "verify", None) if verify == "model" else verify
+    cfg = getattr(embedder, "verify", None)  # also what makes its photos carry sub-window descriptors
     pvec, powner, pkp = [], [], []
     for i in range(0, len(prods), batch):  # the catalog's own product vectors (photo + mirror view)
         ims = [Image.open(root / "products" / f"{p}.jpg").convert("RGB") for p in prods[i : i + batch]]
@@ -202,8 +201,8 @@ def rank_with_embedder(embedder, root: str | Path, k: int = 10, batch: int = 32,
     return logo_ranked, dup_ranked, boxes
 
 
-def evaluate_embedder(embedder, root: str | Path, verify: VerifyConfig | None | str = "model") -> dict:
+def evaluate_embedder(embedder, root: str | Path) -> dict:
     """Both tasks' metrics for an embedder on an evaluation set."""
     truth = read_truth(root)
-    lr, dr, _ = rank_with_embedder(embedder, root, verify=verify)
+    lr, dr, _ = rank_with_embedder(embedder, root)
     return {"model_id": embedder.info.model_id, "logo": logo_metrics(truth, lr), "dup": dup_metrics(truth, dr)}

@@ -180,13 +180,12 @@ def run_model(spec: ModelSpec, root: Path, k: int, threads: int | None) -> Metho
     run.name = spec.label or emb.info.model_id
     run.info = {"model_id": emb.info.model_id, "path": str(spec.path), "sha256": emb.info.sha256,
                 "embed_dim": emb.dim, "query_size": emb.query_size, "thresholds": emb.info.thresholds}
-    # the ImageNet backbone goes through the same pipeline, near-duplicate verification included
-    verify = emb.verify if emb.verify is not None or spec.role == "model" else VerifyConfig()
-    if verify is not None and emb.verify is None:
-        emb.verify = verify  # its photos then carry the sub-window descriptors too
-    run.info["dup_scoring"] = verify.to_dict() if verify is not None else "global descriptor"
+    if emb.verify is None and spec.role != "model":
+        # the ImageNet backbone goes through the same pipeline, near-duplicate verification included
+        emb.verify = VerifyConfig()
+    run.info["dup_scoring"] = emb.verify.to_dict() if emb.verify is not None else "global descriptor"
     t0 = time.perf_counter()
-    run.logo_ranked, run.dup_ranked, run.boxes = rank_with_embedder(emb, root, k=k, verify=verify)
+    run.logo_ranked, run.dup_ranked, run.boxes = rank_with_embedder(emb, root, k=k)
     run.seconds = time.perf_counter() - t0
     return run
 
