@@ -27,7 +27,7 @@ from ccu_vision import logos, synth  # noqa: E402
 from ccu_vision.embedder import Embedder, content_window, gem_pool_windows, region_windows  # noqa: E402
 from ccu_vision.evalset import EvalConfig, build_eval_set  # noqa: E402
 from ccu_vision.photos import procedural_photos  # noqa: E402
-from ccu_vision.preprocess import feature_grid, letterbox, normalize  # noqa: E402
+from ccu_vision.preprocess import feature_grid, letterbox, normalize, prepare_logo  # noqa: E402
 from ccu_vision.tinymodel import make_tiny_model  # noqa: E402
 from ccu_vision.train import export as export_mod  # noqa: E402
 from ccu_vision.train.calibrate import calibrate_model  # noqa: E402
@@ -299,6 +299,70 @@ def test_export_sizes_must_be_multiples_of_the_stride() -> None:
         export_mod.preprocess_from_cfg(cfg, 100)
     pre = export_mod.preprocess_from_cfg(cfg, 384)
     assert pre["query_size"] == 384 and pre["stride"] == 32
+
+
+# ----------------------------------------------------------------------------- warm start from ONNX
+
+
+def test_warm_start_reproduces_the_onnx_file(run: dict) -> None:
+    import onnxruntime as ort
+
+    from ccu_vision.train.warmstart import load_onnx_weights
+
+    cfg = json.loads((run["out"] / "config.json").read_text())
+    model = train_mod.build_model({**cfg, "weights": "none"}, run["base"]).eval()
+    canv = np.stack([letterbox(im, 96)[0] for im in _images(3, seed=11)])
+    mean = std = (0.5, 0.5, 0.5)
+    sess = ort.InferenceSession(str(run["onnx"]), providers=["CPUExecutionProvider"])
+    (want,) = sess.run(["local"], {"image": normalize(canv, mean, std)})
+    before = _torch_local(model, canv, mean, std)
+    assert np.abs(before - want).max() > 1e-2, "a random model must not already match the file"
+    meta = load_onnx_weights(model, run["onnx"])
+    assert meta["ccu.embed_dim"] == "32"
+    for mode in (False, True):  # frozen BatchNorm: training mode computes the same map
+        model.train(mode)
+        got = _torch_local(model, canv, mean, std)
+        assert np.abs(got - want).max() <= 1e-4 * max(1.0, float(np.abs(want).max()))
+
+
+def test_warm_start_refuses_a_model_that_does_not_fit(run: dict) -> None:
+    from ccu_vision.train.warmstart import load_onnx_weights
+
+    cfg = json.loads((run["out"] / "config.json").read_text())
+    other = train_mod.build_model({**cfg, "weights": "none", "dim": 48}, run["base"])
+    with pytest.raises(ValueError, match=r"model\.onnx: projection is \(32, 1280, 1, 1\)"):
+        load_onnx_weights(other, run["onnx"])
+    no_proj = CcuNet(other.backbone, project=False)
+    with pytest.raises(ValueError, match="convolutions in the graph"):
+        load_onnx_weights(no_proj, run["onnx"])
+
+
+def test_train_from_an_onnx_model_imprints_proxies(run: dict) -> None:
+    from ccu_vision.train.warmstart import load_onnx_weights
+
+    out = run["base"] / "warm"
+    lines = _train(["--config", str(run["cfg_path"]), "--out", str(out), "--init", str(run["onnx"]),
+                    "--steps", "1"])
+    assert any(line.startswith(f"initialised from {run['onnx']}") for line in lines), lines
+    assert any(f"proxies imprinted from {N_BRANDS}" in line for line in lines), lines
+    assert json.loads((out / "config.json").read_text())["init"] == str(run["onnx"])
+    # the proxies started at the brands' reference embeddings of the loaded model (one step moves them a little)
+    cfg = json.loads((out / "config.json").read_text())
+    model = train_mod.build_model({**cfg, "weights": "none"}, run["base"])
+    load_onnx_weights(model, run["onnx"])
+    d = cfg["data"]
+    bank = logos.MaskBank(logos.brands("train")[:N_BRANDS])
+    refs = np.stack([prepare_logo(logos.logo_rgba(mk, logos.reference_color(b)), d["ref_size"], d["logo_fill"])
+                     for b, mk in zip(bank.brands, bank.masks)])
+    with torch.no_grad():
+        emb = gem_global(model.eval()(to_input(torch.from_numpy(refs), (0.5,) * 3, (0.5,) * 3,
+                                               torch.device("cpu"))), 3.0)
+    prox = torch.nn.functional.normalize(_load(out / "last.pt")["proxies"], dim=1)
+    diag = (prox * emb).sum(1)
+    assert float(diag.min()) > 0.8, diag
+    # and a resume takes the checkpoint, not the ONNX file again
+    lines = _train(["--config", str(run["cfg_path"]), "--out", str(out), "--resume", "--steps", "2"])
+    assert any("resumed from" in line for line in lines) and not any("initialised" in line for line in lines)
 
 
 # ----------------------------------------------------------------------------- weights

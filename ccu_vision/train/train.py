@@ -3,6 +3,8 @@
     ccu-vision train --photos DIR --out runs/v1                 # defaults from train/default.json
     ccu-vision train --photos DIR --out runs/v1 --resume        # continue from runs/v1/last.pt
     ccu-vision train --photos DIR --out runs/v1 --device cuda   # same recipe on a GPU
+    ccu-vision train --photos DIR --out runs/v3 --init ccu_vision/models/ccu-lite0-v2.onnx \
+        --config ccu_vision/train/continue.json                 # train on from a shipped model
 
 The config actually used is written to OUT/config.json; checkpoints to OUT/last.pt (tensors only,
 loaded with ``weights_only=True``); progress to OUT/train.log.
@@ -115,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--minutes", type=float, help="stop (and checkpoint) after this wall time")
     ap.add_argument("--export", help="write the ONNX model here when training ends")
     ap.add_argument("--seed", type=int)
+    ap.add_argument("--init", help="start from the weights of an exported ccu-vision ONNX model "
+                    "(proxies start at the training brands' reference embeddings)")
     args = ap.parse_args(argv)
 
     out = Path(args.out)
@@ -122,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
                         handlers=[logging.StreamHandler(sys.stderr), logging.FileHandler(out / "train.log")])
     cfg = load_config(args.config)
-    for k in ("steps", "minutes", "seed"):
+    for k in ("steps", "minutes", "seed", "init"):
         if getattr(args, k) is not None:
             cfg[k] = getattr(args, k)
     if args.resume and (out / "config.json").exists():
@@ -151,8 +155,25 @@ def main(argv: list[str] | None = None) -> int:
         log.info("photos: %d from %s", len(photos), photo_dir)
     log.info("training brands: %d", len(train_brands))
 
+    from ..logos import MaskBank
+
+    bank = MaskBank(train_brands)  # rendered once here, shared with the data worker by fork
     model = build_model(cfg, out).to(dev).to(memory_format=torch.channels_last)
     proxies = torch.nn.Parameter(torch.randn(len(train_brands), model.dim, device=dev) * 0.01)
+    ckpt = out / "last.pt"
+    if cfg.get("init") and not (args.resume and ckpt.exists()):
+        from ..logos import logo_rgba, reference_color
+        from ..preprocess import prepare_logo
+        from .warmstart import imprint_proxies, load_onnx_weights
+
+        meta = load_onnx_weights(model, cfg["init"])
+        log.info("initialised from %s (%s)", cfg["init"], meta.get("ccu.model_id", "?"))
+        d = cfg["data"]
+        refs = np.stack([prepare_logo(logo_rgba(mk, reference_color(b)), d["ref_size"], d["logo_fill"])
+                         for b, mk in zip(bank.brands, bank.masks)])
+        proxies.data.copy_(imprint_proxies(model, refs, d.get("mean", (0.5,) * 3), d.get("std", (0.5,) * 3),
+                                           cfg["gem_p"]))
+        log.info("proxies imprinted from %d reference embeddings", len(refs))
     head = list(model.proj.parameters())
     body = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("proj.")]
     opt = torch.optim.AdamW([
@@ -163,7 +184,6 @@ def main(argv: list[str] | None = None) -> int:
     base_lrs = [g["lr"] for g in opt.param_groups]
     step = 0
     elapsed_before = 0.0  # training seconds spent before a resume (for the time-based schedule)
-    ckpt = out / "last.pt"
     if args.resume and ckpt.exists():
         state = torch.load(ckpt, map_location=dev, weights_only=True)
         model.load_state_dict(state["model"])
@@ -175,9 +195,7 @@ def main(argv: list[str] | None = None) -> int:
 
     dcfg = DataConfig(**{**cfg["data"], "region_scales": tuple(cfg["data"]["region_scales"])})
     stream = BatchStream(dcfg, train_brands, photos, classes, seed=seed + step)
-    from ..logos import MaskBank
-
-    stream.bank = MaskBank(train_brands)  # rendered once here, shared with the worker by fork
+    stream.bank = bank
     loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=cfg["workers"],
                                          prefetch_factor=4 if cfg["workers"] else None,
                                          persistent_workers=bool(cfg["workers"]))
