@@ -25,6 +25,7 @@ import ccu_vision.evalset as evalset_mod  # noqa: E402
 import ccu_vision.train.train as train_mod  # noqa: E402
 from ccu_vision import logos, synth  # noqa: E402
 from ccu_vision.embedder import Embedder, content_window, gem_pool_windows, region_windows  # noqa: E402
+from ccu_vision.errors import ModelError  # noqa: E402
 from ccu_vision.evalset import EvalConfig, build_eval_set  # noqa: E402
 from ccu_vision.photos import procedural_photos  # noqa: E402
 from ccu_vision.preprocess import feature_grid, letterbox, normalize, prepare_logo  # noqa: E402
@@ -330,11 +331,17 @@ def test_warm_start_refuses_a_model_that_does_not_fit(run: dict) -> None:
 
     cfg = json.loads((run["out"] / "config.json").read_text())
     other = train_mod.build_model({**cfg, "weights": "none", "dim": 48}, run["base"])
-    with pytest.raises(ValueError, match=r"model\.onnx: projection is \(32, 1280, 1, 1\)"):
+    with pytest.raises(ModelError, match=r"model\.onnx: projection is \(32, 1280, 1, 1\)"):
         load_onnx_weights(other, run["onnx"])
     no_proj = CcuNet(other.backbone, project=False)
-    with pytest.raises(ValueError, match="convolutions in the graph"):
+    with pytest.raises(ModelError, match="convolutions in the graph"):
         load_onnx_weights(no_proj, run["onnx"])
+    bad = run["base"] / "notes.onnx"
+    bad.write_bytes(b"this is not a model")
+    with pytest.raises(ModelError, match=r"notes\.onnx: not an ONNX model"):
+        load_onnx_weights(other, bad)
+    with pytest.raises(ModelError, match=r"missing\.onnx: model file not found"):
+        load_onnx_weights(other, run["base"] / "missing.onnx")
 
 
 def test_train_from_an_onnx_model_imprints_proxies(run: dict) -> None:

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import ModelError
 from .model import CcuNet, gem_global
 
 log = logging.getLogger(__name__)
@@ -46,35 +47,40 @@ def _conv_bn_pairs(backbone: nn.Module) -> list[tuple[str, nn.Conv2d, nn.modules
 def load_onnx_weights(model: CcuNet, path: str | Path) -> dict:
     """Copy the folded weights of an exported ccu-vision ONNX file into ``model`` (in place).
 
-    Raises ``ValueError`` naming the file when its graph does not fit the model (another backbone,
-    another embedding dim). Returns the file's ``ccu.*`` metadata.
+    Raises ``ModelError`` naming the file when it is missing, not ONNX, or its graph does not fit the
+    model (another backbone, another embedding dim). Returns the file's ``ccu.*`` metadata.
     """
     import onnx
     from onnx import numpy_helper
 
     path = Path(path)
-    m = onnx.load(str(path))
+    if not path.is_file():
+        raise ModelError(f"{path}: model file not found")
+    try:
+        m = onnx.load(str(path))
+    except Exception as e:  # noqa: BLE001 - onnx raises protobuf decode errors of several types
+        raise ModelError(f"{path}: not an ONNX model ({type(e).__name__})") from None
     meta = {p.key: p.value for p in m.metadata_props}
     inits = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}
     convs = [n for n in m.graph.node if n.op_type == "Conv"]
     pairs = _conv_bn_pairs(model.backbone)
     n_expected = len(pairs) + (1 if model.proj is not None else 0)
     if len(convs) != n_expected:
-        raise ValueError(f"{path}: {len(convs)} convolutions in the graph, the model has {n_expected} "
+        raise ModelError(f"{path}: {len(convs)} convolutions in the graph, the model has {n_expected} "
                          f"(backbone {meta.get('ccu.backbone', '?')}, dim {meta.get('ccu.embed_dim', '?')})")
 
     def wb(node) -> tuple[np.ndarray, np.ndarray | None]:
         w = inits.get(node.input[1])
         b = inits.get(node.input[2]) if len(node.input) > 2 else None
         if w is None:
-            raise ValueError(f"{path}: convolution {node.name} has no constant weight")
+            raise ModelError(f"{path}: convolution {node.name} has no constant weight")
         return w, b
 
     with torch.no_grad():
         for node, (name, conv, bn) in zip(convs, pairs):
             w, b = wb(node)
             if tuple(w.shape) != tuple(conv.weight.shape):
-                raise ValueError(f"{path}: weight of {node.name} is {tuple(w.shape)}, "
+                raise ModelError(f"{path}: weight of {node.name} is {tuple(w.shape)}, "
                                  f"backbone.{name} needs {tuple(conv.weight.shape)}")
             conv.weight.copy_(torch.from_numpy(np.array(w)))
             if conv.bias is not None:
@@ -86,7 +92,7 @@ def load_onnx_weights(model: CcuNet, path: str | Path) -> dict:
         if model.proj is not None:
             w, b = wb(convs[-1])
             if tuple(w.shape) != tuple(model.proj.weight.shape):
-                raise ValueError(f"{path}: projection is {tuple(w.shape)}, the model needs "
+                raise ModelError(f"{path}: projection is {tuple(w.shape)}, the model needs "
                                  f"{tuple(model.proj.weight.shape)}")
             model.proj.weight.copy_(torch.from_numpy(np.array(w)))
             model.proj.bias.copy_(torch.from_numpy(np.array(b)) if b is not None else torch.zeros_like(model.proj.bias))
