@@ -97,16 +97,19 @@ def test_ids_survive_remove_and_readd(built, data, kind):
     assert ix.index_kind(index) == kind
     pick = np.arange(0, N, N // 20)[:20]
     ids, vecs = data["ids"][pick], data["x"][pick]
-    rerank = data["lookup"] if kind == "ivfpq" else None
-    _, found = ix.search(index, vecs, 1, rerank=rerank)
+    # ids are under test here, not PQ recall (test above): IVF-PQ re-ranks a candidate pool wide enough
+    # that a stored vector always reaches exact scoring (10 candidates missed one in a dense cluster
+    # when faiss's multithreaded k-means came out slightly differently)
+    kw = {"rerank": data["lookup"], "rerank_factor": 200} if kind == "ivfpq" else {}
+    _, found = ix.search(index, vecs, 1, **kw)
     assert (found[:, 0] == ids).all()
     index = ix.remove_ids(index, ids)
     assert index.ntotal == N - len(ids)
-    _, found = ix.search(index, vecs, 5, rerank=rerank)
+    _, found = ix.search(index, vecs, 5, **kw)
     assert not np.isin(found, ids).any()
     ix.add(index, vecs, ids)
     assert index.ntotal == N
-    scores, found = ix.search(index, vecs, 1, rerank=rerank)
+    scores, found = ix.search(index, vecs, 1, **kw)
     assert (found[:, 0] == ids).all()
     np.testing.assert_allclose(scores[:, 0], 1.0, atol=1e-4)
 
