@@ -28,11 +28,18 @@ from ccu_vision.embedder import Embedder, content_window, gem_pool_windows, regi
 from ccu_vision.errors import ModelError  # noqa: E402
 from ccu_vision.evalset import EvalConfig, build_eval_set  # noqa: E402
 from ccu_vision.photos import procedural_photos  # noqa: E402
-from ccu_vision.preprocess import feature_grid, letterbox, normalize, prepare_logo  # noqa: E402
+from ccu_vision.preprocess import feature_grid, letterbox, normalize  # noqa: E402
 from ccu_vision.tinymodel import make_tiny_model  # noqa: E402
 from ccu_vision.train import export as export_mod  # noqa: E402
 from ccu_vision.train.calibrate import calibrate_model  # noqa: E402
-from ccu_vision.train.data import BatchMaker, DataConfig, best_window, bg_windows, to_input  # noqa: E402
+from ccu_vision.train.data import (  # noqa: E402
+    BatchMaker,
+    DataConfig,
+    best_window,
+    bg_windows,
+    reference_canvas,
+    to_input,
+)
 from ccu_vision.train.model import (  # noqa: E402
     CcuNet,
     convert_lite_weights,
@@ -359,7 +366,7 @@ def test_train_from_an_onnx_model_imprints_proxies(run: dict) -> None:
     load_onnx_weights(model, run["onnx"])
     d = cfg["data"]
     bank = logos.MaskBank(logos.brands("train")[:N_BRANDS])
-    refs = np.stack([prepare_logo(logos.logo_rgba(mk, logos.reference_color(b)), d["ref_size"], d["logo_fill"])
+    refs = np.stack([reference_canvas(mk, logos.reference_color(b), d["ref_size"], d["logo_fill"])
                      for b, mk in zip(bank.brands, bank.masks)])
     with torch.no_grad():
         emb = gem_global(model.eval()(to_input(torch.from_numpy(refs), (0.5,) * 3, (0.5,) * 3,

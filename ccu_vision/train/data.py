@@ -36,6 +36,11 @@ class DataConfig:
     chrome_p: float = 0.25
 
 
+def reference_canvas(mask: np.ndarray, color: tuple[int, int, int], size: int, fill: float) -> np.ndarray:
+    """A brand's mark drawn in ``color`` as the canonical reference view (uint8 size x size x 3)."""
+    return prepare_logo(logo_rgba(mask, color), size, fill)
+
+
 def best_window(box: tuple[float, float, float, float], windows: np.ndarray, stride: int) -> int:
     """Index of the window (cells) with the highest IoU with a pixel box."""
     x0, y0, x1, y1 = (v / stride for v in box)
@@ -110,7 +115,7 @@ class BatchMaker:
         if ref is None:
             color = reference_color(brand) if variant == 0 else (0, 0, 0) if variant == 1 else tuple(
                 int(v) for v in rng.integers(0, 160, 3))
-            ref = prepare_logo(logo_rgba(self.bank.masks[label], color), cfg.ref_size, cfg.logo_fill)
+            ref = reference_canvas(self.bank.masks[label], color, cfg.ref_size, cfg.logo_fill)
             if variant < 2:
                 self._ref_cache[key] = ref
         return np.asarray(pim.convert("RGB")), win, bgs, ref

@@ -162,14 +162,14 @@ def main(argv: list[str] | None = None) -> int:
     proxies = torch.nn.Parameter(torch.randn(len(train_brands), model.dim, device=dev) * 0.01)
     ckpt = out / "last.pt"
     if cfg.get("init") and not (args.resume and ckpt.exists()):
-        from ..logos import logo_rgba, reference_color
-        from ..preprocess import prepare_logo
+        from ..logos import reference_color
+        from .data import reference_canvas
         from .warmstart import imprint_proxies, load_onnx_weights
 
         meta = load_onnx_weights(model, cfg["init"])
         log.info("initialised from %s (%s)", cfg["init"], meta.get("ccu.model_id", "?"))
         d = cfg["data"]
-        refs = np.stack([prepare_logo(logo_rgba(mk, reference_color(b)), d["ref_size"], d["logo_fill"])
+        refs = np.stack([reference_canvas(mk, reference_color(b), d["ref_size"], d["logo_fill"])
                          for b, mk in zip(bank.brands, bank.masks)])
         proxies.data.copy_(imprint_proxies(model, refs, d.get("mean", (0.5,) * 3), d.get("std", (0.5,) * 3),
                                            cfg["gem_p"]))

@@ -69,6 +69,9 @@ def load_onnx_weights(model: CcuNet, path: str | Path) -> dict:
         raise ModelError(f"{path}: {len(convs)} convolutions in the graph, the model has {n_expected} "
                          f"(backbone {meta.get('ccu.backbone', '?')}, dim {meta.get('ccu.embed_dim', '?')})")
 
+    def put(dst: torch.Tensor, src: np.ndarray | None) -> None:  # a missing bias is zero
+        dst.copy_(torch.from_numpy(np.array(src)) if src is not None else torch.zeros_like(dst))
+
     def wb(node) -> tuple[np.ndarray, np.ndarray | None]:
         w = inits.get(node.input[1])
         b = inits.get(node.input[2]) if len(node.input) > 2 else None
@@ -82,11 +85,11 @@ def load_onnx_weights(model: CcuNet, path: str | Path) -> dict:
             if tuple(w.shape) != tuple(conv.weight.shape):
                 raise ModelError(f"{path}: weight of {node.name} is {tuple(w.shape)}, "
                                  f"backbone.{name} needs {tuple(conv.weight.shape)}")
-            conv.weight.copy_(torch.from_numpy(np.array(w)))
+            put(conv.weight, w)
             if conv.bias is not None:
                 conv.bias.zero_()
             bn.weight.fill_(1.0)
-            bn.bias.copy_(torch.from_numpy(np.array(b)) if b is not None else torch.zeros_like(bn.bias))
+            put(bn.bias, b)
             bn.running_mean.zero_()
             bn.running_var.fill_(1.0 - bn.eps)
         if model.proj is not None:
@@ -94,9 +97,8 @@ def load_onnx_weights(model: CcuNet, path: str | Path) -> dict:
             if tuple(w.shape) != tuple(model.proj.weight.shape):
                 raise ModelError(f"{path}: projection is {tuple(w.shape)}, the model needs "
                                  f"{tuple(model.proj.weight.shape)}")
-            model.proj.weight.copy_(torch.from_numpy(np.array(w)))
-            model.proj.bias.copy_(torch.from_numpy(np.array(b)) if b is not None else torch.zeros_like(model.proj.bias))
-    log.info("warm start: %d convolutions from %s (%s)", len(convs), path, meta.get("ccu.model_id", "?"))
+            put(model.proj.weight, w)
+            put(model.proj.bias, b)
     return meta
 
 
