@@ -67,6 +67,9 @@ TINY_CFG = {
     "log_every": 1,
     "photo_max_side": 96,
     "seed": 3,
+    "w_margin": 1.0,  # the optional absolute-margin term (ccu_vision/train/margin.json) is exercised too
+    "margin_pos": 0.8,
+    "margin_neg": 0.5,
     "data": {"query_size": 64, "ref_size": 64, "copy_size": 64, "logos_per_batch": 4, "copies_per_batch": 2,
              "region_scales": [1, 2]},
 }
@@ -167,6 +170,7 @@ def test_run_writes_config_and_weights_only_checkpoints(run: dict) -> None:
         assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
     assert not list(run["out"].glob("*.tmp")), "checkpoints are written atomically"
     assert any("step 2/2" in line for line in run["log1"])
+    assert any("margin=" in line and "hard_neg_sim=" in line for line in run["log1"])
 
 
 def test_resume_continues_from_the_checkpoint(run: dict) -> None:
@@ -463,6 +467,23 @@ def test_nce_prefers_matched_rows() -> None:
     # extra negatives identical to the positives make the b->a direction ambiguous
     harder = train_mod.nce(a, a, 0.05, extra_neg=a)
     assert float(harder) > float(matched)
+
+
+def test_margin_loss_penalises_only_violations() -> None:
+    eye = torch.eye(8)
+    q, r = eye[:4].clone().requires_grad_(True), eye[:4]
+    bg = eye[4:6]
+    loss, pos, hard = train_mod.margin_loss(q, r, bg, 0.8, 0.5)
+    assert loss.item() == 0.0 and pos.item() == 1.0 and hard.item() == 0.0, "orthogonal marks: no violation"
+    # a background region that looks like reference 0, and a mark far from its own reference
+    bg2 = torch.cat([bg, r[:1]])
+    q2 = torch.nn.functional.normalize(eye[:4] + 2 * eye[7], dim=1).requires_grad_(True)
+    loss2, pos2, hard2 = train_mod.margin_loss(q2, r, bg2, 0.8, 0.5)
+    assert loss2.item() > 0.1 and pos2.item() < 0.8 and hard2.item() > 0.0
+    loss2.backward()
+    assert q2.grad is not None and float(q2.grad.abs().sum()) > 0
+    with pytest.raises(AssertionError):
+        train_mod.margin_loss(q, r[:3], bg, 0.8, 0.5)
 
 
 def test_load_config_merges_data(tmp_path: Path) -> None:

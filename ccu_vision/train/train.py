@@ -63,6 +63,31 @@ def nce(a: torch.Tensor, b: torch.Tensor, t: float, extra_neg: torch.Tensor | No
     return 0.5 * (loss_a + F.cross_entropy(logits_b, target))
 
 
+def margin_loss(q: torch.Tensor, r: torch.Tensor, bg: torch.Tensor, m_pos: float,
+                m_neg: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Absolute-margin contrastive term on cosine similarities (flags use one global threshold).
+
+    The softmax losses only rank a query's references against each other; a threshold shared by all
+    listings also needs a mark's similarity to its reference above ``m_pos`` and the best
+    similarity of any *other* mark or background region to a reference below ``m_neg``: per
+    reference its hardest in-batch negative (other marks' regions and background regions), per
+    region or background its hardest wrong reference. Returns (loss, mean positive similarity,
+    mean hardest-negative similarity); the last two are for the log.
+    """
+    assert q.shape == r.shape and bg.shape[1:] == q.shape[1:], (q.shape, r.shape, bg.shape)
+    n = len(q)
+    sim = q @ r.t()  # [B, B] regions x references
+    pos = sim.diagonal()
+    eye = torch.eye(n, dtype=torch.bool, device=q.device)
+    neg = sim.masked_fill(eye, -2.0)
+    if len(bg):
+        neg = torch.cat([neg, bg @ r.t()], dim=0)  # [B + nb, B]
+    per_ref = neg.max(0).values  # hardest negative region for each reference
+    per_query = neg.max(1).values  # hardest wrong reference for each region / background
+    loss = F.relu(m_pos - pos).mean() + 0.5 * (F.relu(per_ref - m_neg).mean() + F.relu(per_query - m_neg).mean())
+    return loss, pos.detach().mean(), per_ref.detach().mean()
+
+
 def step_losses(model: CcuNet, proxies: torch.Tensor, batch: dict, cfg: dict, dev: torch.device) -> dict:
     p, t = cfg["gem_p"], cfg["temperature"]
     d = cfg["data"]
@@ -83,6 +108,10 @@ def step_losses(model: CcuNet, proxies: torch.Tensor, batch: dict, cfg: dict, de
     l_logo = nce(q, r, t, extra_neg=bg)
     out = {"proxy": l_proxy, "logo_nce": l_logo}
     total = cfg["w_proxy"] * l_proxy + cfg["w_logo_nce"] * l_logo
+    if cfg.get("w_margin", 0.0) > 0:
+        l_margin, pos, hard = margin_loss(q, r, bg, cfg["margin_pos"], cfg["margin_neg"])
+        out.update(margin=l_margin, pos_sim=pos, hard_neg_sim=hard)
+        total = total + cfg["w_margin"] * l_margin
     if "copy_a" in batch:
         a = gem_windows(model(inp("copy_a")), batch["copy_a_win"], p)
         b = gem_windows(model(inp("copy_b")), batch["copy_b_win"], p)
