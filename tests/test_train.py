@@ -305,6 +305,46 @@ def test_export_with_whitened_global_descriptor(run: dict, torch_model: CcuNet, 
         assert g.global_vec.shape == (emb.dim,) and float(g.global_vec @ v) >= 0.999
 
 
+def test_dual_backbone_export_from_an_onnx_file(run: dict, torch_model: CcuNet, tmp_path: Path) -> None:
+    """--onnx re-exports a model file; --dup-backbone imagenet takes near-duplicate features from the
+    un-fine-tuned backbone on the shared frozen trunk, while the logo output stays the file's own."""
+    photos = tmp_path / "photos" / "train"
+    photos.mkdir(parents=True)
+    for i, im in enumerate(_images(40, seed=21)):
+        im.save(photos / f"p{i:02d}.jpg")
+    weights = run["out"] / f"{ARCH}.timm.pth"
+    out = tmp_path / "dual.onnx"
+    assert export_mod.main(["--onnx", str(run["onnx"]), "--dup-backbone", "imagenet", "--weights", str(weights),
+                            "--out", str(out), "--model-id", "dual", "--whiten-photos", str(tmp_path / "photos"),
+                            "--whiten-n", "40"]) == 0
+    emb, plain = Embedder(out), Embedder(run["onnx"])
+    assert emb.info.model_id == "dual" and emb.info.preprocess == plain.info.preprocess, "the file's preprocessing is kept"
+    assert emb.info.extra["dup_backbone"].startswith("imagenet:") and emb._whiten is not None
+    imagenet = create_backbone(ARCH, str(weights), tmp_path).eval()
+    mean, proj = emb._whiten
+    imgs = _images(3, seed=22)
+    for im, g, r in zip(imgs, emb.embed_photos(imgs), plain.embed_photos(imgs)):
+        assert np.allclose(g.regions, r.regions, atol=1e-4), "logo descriptors are the file's"
+        canv, lb = letterbox(im, 64)
+        with torch.no_grad():
+            f = torch.relu(imagenet.forward_features(torch.from_numpy(normalize(canv[None], (0.5,) * 3, (0.5,) * 3))))
+        v = (gem_windows(f, torch.from_numpy(content_window(lb, 2, 32)), 3.0)[0].numpy().astype(np.float64) - mean) @ proj
+        assert float(g.global_vec @ (v / np.linalg.norm(v))) >= 0.999, "near-duplicate descriptor from ImageNet"
+    with pytest.raises(SystemExit):  # a second backbone needs whitening photos
+        export_mod.main(["--onnx", str(run["onnx"]), "--dup-backbone", "imagenet", "--weights", str(weights),
+                         "--out", str(tmp_path / "x.onnx"), "--whiten-photos", "none"])
+
+
+def test_shared_trunk_is_checked(run: dict, torch_model: CcuNet) -> None:
+    weights = str(run["out"] / f"{ARCH}.timm.pth")
+    imagenet = create_backbone(ARCH, weights, run["base"])
+    assert export_mod.check_shared_trunk(torch_model, imagenet, 2) < 1e-4, "training moved a frozen stage"
+    with torch.no_grad():
+        next(imagenet.blocks[1].parameters()).add_(0.5)
+    with pytest.raises(ModelError, match="first 2 stages"):
+        export_mod.check_shared_trunk(torch_model, imagenet, 2)
+
+
 def test_export_sizes_must_be_multiples_of_the_stride() -> None:
     cfg = train_mod.load_config(None)
     with pytest.raises(AssertionError, match="multiples of the stride"):

