@@ -330,6 +330,14 @@ def test_dual_backbone_export_from_an_onnx_file(run: dict, torch_model: CcuNet, 
             f = torch.relu(imagenet.forward_features(torch.from_numpy(normalize(canv[None], (0.5,) * 3, (0.5,) * 3))))
         v = (gem_windows(f, torch.from_numpy(content_window(lb, 2, 32)), 3.0)[0].numpy().astype(np.float64) - mean) @ proj
         assert float(g.global_vec @ (v / np.linalg.norm(v))) >= 0.999, "near-duplicate descriptor from ImageNet"
+    from ccu_vision.train.warmstart import load_onnx_weights
+
+    again = train_mod.build_model({**json.loads((run["out"] / "config.json").read_text()), "weights": "none"},
+                                  run["base"]).eval()
+    load_onnx_weights(again, out)  # training can continue from a dual file: its logo network is loaded
+    canv = np.stack([letterbox(im, 64)[0] for im in imgs])
+    want = emb.session.run(["local"], {"image": normalize(canv, (0.5,) * 3, (0.5,) * 3)})[0]
+    assert np.abs(_torch_local(again, canv, (0.5,) * 3, (0.5,) * 3) - want).max() <= 1e-4 * max(1.0, float(np.abs(want).max()))
     with pytest.raises(SystemExit):  # a second backbone needs whitening photos
         export_mod.main(["--onnx", str(run["onnx"]), "--dup-backbone", "imagenet", "--weights", str(weights),
                          "--out", str(tmp_path / "x.onnx"), "--whiten-photos", "none"])

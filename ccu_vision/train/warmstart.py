@@ -65,6 +65,10 @@ def load_onnx_weights(model: CcuNet, path: str | Path) -> dict:
     convs = [n for n in m.graph.node if n.op_type == "Conv"]
     pairs = _conv_bn_pairs(model.backbone)
     n_expected = len(pairs) + (1 if model.proj is not None else 0)
+    if meta.get("ccu.dup_backbone") and len(convs) > n_expected:
+        # a dual file (export --dup-backbone): the logo network's convolutions come first in the graph,
+        # the near-duplicate branch's after them
+        convs = convs[:n_expected]
     if len(convs) != n_expected:
         raise ModelError(f"{path}: {len(convs)} convolutions in the graph, the model has {n_expected} "
                          f"(backbone {meta.get('ccu.backbone', '?')}, dim {meta.get('ccu.embed_dim', '?')})")
