@@ -31,6 +31,10 @@ def test_model_describes_itself(shipped: Embedder) -> None:
     assert "ccu-vision train" in info.extra["train_command"]
     assert info.preprocess["query_size"] % info.preprocess["stride"] == 0
     assert shipped._whiten is not None  # near-duplicates use the whitened backbone descriptor
+    # ... of the un-fine-tuned ImageNet branch on the shared trunk (export --dup-backbone imagenet)
+    assert info.extra.get("dup_backbone", "").startswith("imagenet:")
+    assert "--dup-backbone imagenet" in info.extra["train_command"]
+    assert MODEL.stat().st_size < 30 * 2**20, "the shipped file stays under ~30 MB"
 
 
 def test_small_demo_scores_against_truth(shipped: Embedder, tmp_path: Path, monkeypatch) -> None:

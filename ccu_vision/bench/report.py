@@ -376,6 +376,12 @@ def write_markdown(results: dict, path: str | Path) -> Path:
         "`notebooks/bench.ipynb` plots the PR curves and the hardest misses from results.json.",
         "",
     ]
+    merged = results.get("merged_from") or {}
+    if merged:  # sections measured by separate runs: say which, and what differs between them
+        lines += ["Sections merged from separate runs:", ""]
+        lines += [f"- {k}: `{v.get('command', '?')}` (commit {str(v.get('commit', '?'))[:7]})"
+                  + (f" — {v['note']}" if v.get("note") else "") for k, v in merged.items()]
+        lines.append("")
     lines += _caveats(results)
     for t in all_tables(results):
         lines += [t.markdown(), ""]
