@@ -533,6 +533,7 @@ Examples:
   ccu-vision export -- --help             # the exporter's own options
   ccu-vision export --run runs/v2 --out ccu-lite0-v2.onnx
   ccu-vision export --imagenet --out baseline.onnx     # un-fine-tuned backbone
+  ccu-vision export --onnx m.onnx --dup-backbone imagenet --out m-dual.onnx  # + ImageNet near-dup branch
 """)
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context

