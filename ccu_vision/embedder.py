@@ -227,6 +227,19 @@ def combine_logo_scores(region_score: np.ndarray, crop_score: np.ndarray) -> np.
     return 0.5 * (np.asarray(region_score) + np.asarray(crop_score))
 
 
+def best_per_reference(sim: np.ndarray, owner: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per reference, the best similarity over its views and all rows of ``sim`` [M, V], and the row
+    it came from: ``owner`` [V] maps each view (column) to one of ``n`` references."""
+    assert sim.ndim == 2 and sim.shape[1] == len(owner), (sim.shape, len(owner))
+    best = np.full(n, -np.inf)
+    arg = np.zeros(n, np.int64)
+    col_best, col_arg = sim.max(0), sim.argmax(0)
+    for v in range(len(owner)):
+        if col_best[v] > best[owner[v]]:
+            best[owner[v]], arg[owner[v]] = col_best[v], col_arg[v]
+    return best, arg
+
+
 def dense_logo_scores(photo: PhotoEmbedding, refs: np.ndarray, owner: np.ndarray | None = None,
                       n_crops: int = REFINE_CROPS) -> tuple[np.ndarray, np.ndarray]:
     """Exact two-stage logo scores of one photo against every reference (the scan's formula).
@@ -240,21 +253,11 @@ def dense_logo_scores(photo: PhotoEmbedding, refs: np.ndarray, owner: np.ndarray
     owner = np.arange(len(refs)) if owner is None else np.asarray(owner)
     n = int(owner.max()) + 1 if len(owner) else 0
     sim = photo.regions @ refs.T  # [R, V]
-
-    def per_ref(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        best = np.full(n, -np.inf)
-        arg = np.zeros(n, np.int64)
-        col_best, col_arg = s.max(0), s.argmax(0)
-        for v in range(len(owner)):
-            if col_best[v] > best[owner[v]]:
-                best[owner[v]], arg[owner[v]] = col_best[v], col_arg[v]
-        return best, arg
-
-    region_best, best_region = per_ref(sim)
+    region_best, best_region = best_per_reference(sim, owner, n)
     if not photo.can_refine or n_crops <= 0 or len(refs) == 0:
         return region_best, best_region
     top = np.argsort(-sim.max(1), kind="stable")[:n_crops]
-    crop_best, _ = per_ref(photo.crops(top) @ refs.T)
+    crop_best, _ = best_per_reference(photo.crops(top) @ refs.T, owner, n)
     return combine_logo_scores(region_best, crop_best), best_region
 
 

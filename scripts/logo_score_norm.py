@@ -28,21 +28,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ccu_vision.embedder import REFINE_CROPS, Embedder
+from ccu_vision.embedder import REFINE_CROPS, Embedder, best_per_reference
 from ccu_vision.evalset import read_truth
 from ccu_vision.evaluate import logo_metrics
 from ccu_vision.logos import brands, logo_rgba, reference_color, render_mask
 from ccu_vision.photos import list_photos
-
-
-def per_ref(s: np.ndarray, owner: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Best row score per reference over its views, and the row it came from."""
-    best, arg = np.full(n, -np.inf), np.zeros(n, np.int64)
-    cb, ca = s.max(0), s.argmax(0)
-    for v in range(len(owner)):
-        if cb[v] > best[owner[v]]:
-            best[owner[v]], arg[owner[v]] = cb[v], ca[v]
-    return best, arg
 
 
 def dump(emb: Embedder, root: Path, cohort: np.ndarray) -> dict:
@@ -58,10 +48,10 @@ def dump(emb: Embedder, root: Path, cohort: np.ndarray) -> dict:
         ims = [Image.open(root / t["query"]).convert("RGB") for t in rows[i : i + 32]]
         for e in emb.embed_photos(ims):
             sim = e.regions @ refs.T
-            b, a = per_ref(sim, owner, n)
+            b, a = best_per_reference(sim, owner, n)
             top = np.argsort(-sim.max(1), kind="stable")[:REFINE_CROPS]
             crops = e.crops(top)
-            c, ca = per_ref(crops @ refs.T, owner, n)
+            c, ca = best_per_reference(crops @ refs.T, owner, n)
             coh_region = (e.regions @ cohort.T).max(1)  # [R] best cohort similarity per region
             coh_crop = (crops @ cohort.T).max(1)  # [crops]
             rb.append(b)
