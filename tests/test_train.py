@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +37,7 @@ from ccu_vision.train.data import (  # noqa: E402
     DataConfig,
     best_window,
     bg_windows,
+    mark_crop,
     reference_canvas,
     to_input,
 )
@@ -70,8 +71,9 @@ TINY_CFG = {
     "w_margin": 1.0,  # the optional absolute-margin term (ccu_vision/train/margin.json) is exercised too
     "margin_pos": 0.8,
     "margin_neg": 0.5,
+    "w_crop": 1.0,  # and the crop-stage term (ccu_vision/train/crop.json)
     "data": {"query_size": 64, "ref_size": 64, "copy_size": 64, "logos_per_batch": 4, "copies_per_batch": 2,
-             "region_scales": [1, 2]},
+             "region_scales": [1, 2], "mark_crops": True, "crop_ref_size": 64},
 }
 
 
@@ -171,6 +173,7 @@ def test_run_writes_config_and_weights_only_checkpoints(run: dict) -> None:
     assert not list(run["out"].glob("*.tmp")), "checkpoints are written atomically"
     assert any("step 2/2" in line for line in run["log1"])
     assert any("margin=" in line and "hard_neg_sim=" in line for line in run["log1"])
+    assert any(" crop=" in line and "crop_acc=" in line for line in run["log1"])
 
 
 def test_resume_continues_from_the_checkpoint(run: dict) -> None:
@@ -569,6 +572,27 @@ def test_batch_shapes_and_windows(maker: BatchMaker) -> None:
     m3 = BatchMaker(maker.cfg, maker.bank, maker.photos, ["a", "b"] * 4, seed=0)
     x, y = m2.batch(), m3.batch()
     assert all(torch.equal(x[k], y[k]) for k in x), "same seed, same batch"
+
+
+def test_mark_crops_frame_the_mark_like_the_scanners_crop_stage(maker: BatchMaker) -> None:
+    img = np.full((200, 200, 3), 40, np.uint8)
+    img[80:120, 60:100] = 255  # a 40 x 40 mark
+    rng = np.random.default_rng(0)
+    shares = []
+    for _ in range(60):
+        c = mark_crop(img, (60, 80, 100, 120), 64, rng)
+        assert c.shape == (64, 64, 3) and c.dtype == np.uint8
+        shares.append(float((c[:, :, 0] > 200).mean()))
+    shares = np.array(shares)
+    # side 1.1-1.9x the mark, centre off by <= 15 %: the mark fills at most 1/1.1^2 of the view, and
+    # always a visible part of it
+    assert shares.max() <= 1 / 1.1**2 + 0.03 and shares.min() > 0.08
+    assert 0.25 < shares.mean() < 0.7 and shares.std() > 0.05, "sizes and offsets vary"
+    with_crops = BatchMaker(replace(maker.cfg, mark_crops=True, crop_ref_size=48), maker.bank, maker.photos,
+                            ["a", "b"] * 4, seed=0)
+    b = with_crops.batch()
+    assert b["mark_crop"].shape == (4, 48, 48, 3) and b["mark_crop"].dtype == torch.uint8
+    assert "mark_crop" not in maker.batch(), "off unless the config asks for it"
 
 
 def test_best_window_and_background_windows() -> None:

@@ -34,6 +34,25 @@ class DataConfig:
     bg_regions: int = 2
     distractor_p: float = 0.35
     chrome_p: float = 0.25
+    mark_crops: bool = False  # also return the scanner's second-stage view: a square crop around the mark
+    crop_ref_size: int = 128
+
+
+def mark_crop(img: np.ndarray, box: tuple[float, float, float, float], size: int,
+              rng: np.random.Generator) -> np.ndarray:
+    """A square crop around a placed mark as the scanner's crop stage sees one (uint8 size x size x 3).
+
+    At scan time the crop comes from a grid window (stride 32) that covers the mark loosely, plus a
+    15 % margin (:meth:`ccu_vision.embedder.Embedder.crop_views`): the side is 1.1-1.9x the mark's long
+    side and the centre is off by up to 15 % of the side; outside the image is black, as there.
+    """
+    x0, y0, x1, y1 = (float(v) for v in box)
+    side = max(x1 - x0, y1 - y0, 4.0) * rng.uniform(1.1, 1.9)
+    cx = (x0 + x1) / 2 + rng.uniform(-0.15, 0.15) * side
+    cy = (y0 + y1) / 2 + rng.uniform(-0.15, 0.15) * side
+    crop = Image.fromarray(img).crop((int(round(cx - side / 2)), int(round(cy - side / 2)),
+                                      int(round(cx + side / 2)), int(round(cy + side / 2))))
+    return letterbox(crop, size)[0]
 
 
 def reference_canvas(mask: np.ndarray, color: tuple[int, int, int], size: int, fill: float) -> np.ndarray:
@@ -87,8 +106,8 @@ class BatchMaker:
         im = Image.fromarray(photo[y : y + s, x : x + s]).resize((size, size), Image.Resampling.BILINEAR)
         return np.asarray(im)
 
-    def logo_sample(self, label: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(query crop uint8, positive window [4], background windows [k,4], reference canvas uint8)."""
+    def logo_sample(self, label: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple]:
+        """(query crop uint8, positive window [4], background windows [k,4], reference canvas uint8, mark box)."""
         cfg, rng = self.cfg, self.rng
         brand: Brand = self.bank.brands[label]
         photo = self._crop(self.photos[int(rng.integers(len(self.photos)))], cfg.query_size)
@@ -118,7 +137,7 @@ class BatchMaker:
             ref = reference_canvas(self.bank.masks[label], color, cfg.ref_size, cfg.logo_fill)
             if variant < 2:
                 self._ref_cache[key] = ref
-        return np.asarray(pim.convert("RGB")), win, bgs, ref
+        return np.asarray(pim.convert("RGB")), win, bgs, ref, pl.box
 
     def copy_pair(self, idx: int, others: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(original canvas, its content window, edited canvas, its content window)."""
@@ -133,9 +152,11 @@ class BatchMaker:
     def batch(self) -> dict[str, torch.Tensor]:
         cfg, rng = self.cfg, self.rng
         labels = rng.choice(len(self.bank), size=cfg.logos_per_batch, replace=False)
-        q, wins, refs, bg, bg_owner = [], [], [], [], []
+        q, wins, refs, bg, bg_owner, crops = [], [], [], [], [], []
         for i, lab in enumerate(labels):
-            img, win, bgs, ref = self.logo_sample(int(lab))
+            img, win, bgs, ref, box = self.logo_sample(int(lab))
+            if cfg.mark_crops:
+                crops.append(mark_crop(img, box, cfg.crop_ref_size, rng))
             q.append(img)
             wins.append(win)
             refs.append(ref)
@@ -150,6 +171,8 @@ class BatchMaker:
             "ref": torch.from_numpy(np.stack(refs)),
             "label": torch.from_numpy(labels.astype(np.int64)),
         }
+        if crops:
+            out["mark_crop"] = torch.from_numpy(np.stack(crops))
         if cfg.copies_per_batch:
             cls = list(self.by_class)
             pool: list[int] = []

@@ -112,6 +112,13 @@ def step_losses(model: CcuNet, proxies: torch.Tensor, batch: dict, cfg: dict, de
         l_margin, pos, hard = margin_loss(q, r, bg, cfg["margin_pos"], cfg["margin_neg"])
         out.update(margin=l_margin, pos_sim=pos, hard_neg_sim=hard)
         total = total + cfg["w_margin"] * l_margin
+    if "mark_crop" in batch and cfg.get("w_crop", 0.0) > 0:  # the scanner's second stage: crop -> reference
+        c = gem_global(model(inp("mark_crop")), p)
+        l_crop = 0.5 * F.cross_entropy(s * c @ W.t(), labels) + nce(c, r, t)
+        out["crop"] = l_crop
+        total = total + cfg["w_crop"] * l_crop
+        with torch.no_grad():
+            out["crop_acc"] = ((c @ r.t()).argmax(1) == torch.arange(len(c), device=dev)).float().mean()
     if "copy_a" in batch:
         a = gem_windows(model(inp("copy_a")), batch["copy_a_win"], p)
         b = gem_windows(model(inp("copy_b")), batch["copy_b_win"], p)
