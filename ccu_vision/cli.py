@@ -422,7 +422,7 @@ def scan(ctx: click.Context, input_path: Path, out: Path, report: Path | None, r
 @cli.command(epilog="""\b
 Examples:
   CCU_MODEL=new-model.onnx ccu-vision reindex
-  ccu-vision --home /data/ccu --model ccu-lite0-v2d.onnx reindex
+  ccu-vision --home /data/ccu --model ccu-lite0-v5d.onnx reindex
 """)
 @click.pass_context
 def reindex(ctx: click.Context) -> None:
