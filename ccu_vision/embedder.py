@@ -227,6 +227,13 @@ def combine_logo_scores(region_score: np.ndarray, crop_score: np.ndarray) -> np.
     return 0.5 * (np.asarray(region_score) + np.asarray(crop_score))
 
 
+def square_view(img: Image.Image, cx: float, cy: float, side: float, size: int, interp: str = "bilinear") -> np.ndarray:
+    """The square of ``side`` px centred at (cx, cy), black beyond the image, letterboxed to ``size`` (uint8)."""
+    crop = img.crop((int(round(cx - side / 2)), int(round(cy - side / 2)),
+                     int(round(cx + side / 2)), int(round(cy + side / 2))))
+    return letterbox(crop, size, interp)[0]
+
+
 def best_per_reference(sim: np.ndarray, owner: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Per reference, the best similarity over its views and all rows of ``sim`` [M, V], and the row
     it came from: ``owner`` [V] maps each view (column) to one of ``n`` references."""
@@ -440,10 +447,7 @@ class Embedder:
         views = []
         for x0, y0, x1, y1 in canvas_boxes.astype(np.float64):
             side = max(x1 - x0, y1 - y0) * (1 + 2 * margin)
-            cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-            crop = img.crop((int(round(cx - side / 2)), int(round(cy - side / 2)),
-                             int(round(cx + side / 2)), int(round(cy + side / 2))))
-            views.append(letterbox(crop, self.ref_size, self.interp)[0])
+            views.append(square_view(img, (x0 + x1) / 2, (y0 + y1) / 2, side, self.ref_size, self.interp))
         return np.stack(views)
 
     def embed_views(self, views: np.ndarray) -> np.ndarray:

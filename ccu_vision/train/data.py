@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from .. import synth
-from ..embedder import content_window, region_windows
+from ..embedder import content_window, region_windows, square_view
 from ..logos import Brand, MaskBank, logo_rgba, reference_color
 from ..preprocess import feature_grid, letterbox, prepare_logo
 
@@ -50,9 +50,7 @@ def mark_crop(img: np.ndarray, box: tuple[float, float, float, float], size: int
     side = max(x1 - x0, y1 - y0, 4.0) * rng.uniform(1.1, 1.9)
     cx = (x0 + x1) / 2 + rng.uniform(-0.15, 0.15) * side
     cy = (y0 + y1) / 2 + rng.uniform(-0.15, 0.15) * side
-    crop = Image.fromarray(img).crop((int(round(cx - side / 2)), int(round(cy - side / 2)),
-                                      int(round(cx + side / 2)), int(round(cy + side / 2))))
-    return letterbox(crop, size)[0]
+    return square_view(Image.fromarray(img), cx, cy, side, size)
 
 
 def reference_canvas(mask: np.ndarray, color: tuple[int, int, int], size: int, fill: float) -> np.ndarray:
