@@ -73,7 +73,7 @@ TINY_CFG = {
     "margin_neg": 0.5,
     "w_crop": 1.0,  # and the crop-stage term (ccu_vision/train/crop.json)
     "data": {"query_size": 64, "ref_size": 64, "copy_size": 64, "logos_per_batch": 4, "copies_per_batch": 2,
-             "region_scales": [1, 2], "mark_crops": True, "crop_ref_size": 64},
+             "region_scales": [1, 2], "mark_crops": True},
 }
 
 
@@ -588,10 +588,10 @@ def test_mark_crops_frame_the_mark_like_the_scanners_crop_stage(maker: BatchMake
     # always a visible part of it
     assert shares.max() <= 1 / 1.1**2 + 0.03 and shares.min() > 0.08
     assert 0.25 < shares.mean() < 0.7 and shares.std() > 0.05, "sizes and offsets vary"
-    with_crops = BatchMaker(replace(maker.cfg, mark_crops=True, crop_ref_size=48), maker.bank, maker.photos,
+    with_crops = BatchMaker(replace(maker.cfg, mark_crops=True), maker.bank, maker.photos,
                             ["a", "b"] * 4, seed=0)
     b = with_crops.batch()
-    assert b["mark_crop"].shape == (4, 48, 48, 3) and b["mark_crop"].dtype == torch.uint8
+    assert b["mark_crop"].shape == (4, 64, 64, 3)  # the reference size, as at scan time and b["mark_crop"].dtype == torch.uint8
     assert "mark_crop" not in maker.batch(), "off unless the config asks for it"
 
 

@@ -34,8 +34,7 @@ class DataConfig:
     bg_regions: int = 2
     distractor_p: float = 0.35
     chrome_p: float = 0.25
-    mark_crops: bool = False  # also return the scanner's second-stage view: a square crop around the mark
-    crop_ref_size: int = 128
+    mark_crops: bool = False  # also return the scanner's second-stage view: a square crop around the mark (ref_size)
 
 
 def mark_crop(img: np.ndarray, box: tuple[float, float, float, float], size: int,
@@ -154,7 +153,7 @@ class BatchMaker:
         for i, lab in enumerate(labels):
             img, win, bgs, ref, box = self.logo_sample(int(lab))
             if cfg.mark_crops:
-                crops.append(mark_crop(img, box, cfg.crop_ref_size, rng))
+                crops.append(mark_crop(img, box, cfg.ref_size, rng))
             q.append(img)
             wins.append(win)
             refs.append(ref)
