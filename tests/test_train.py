@@ -193,6 +193,18 @@ def test_resume_continues_from_the_checkpoint(run: dict) -> None:
     assert float(st3[k]["step"]) == float(st2[k]["step"]) + 1
 
 
+def test_saved_config_of_an_older_run_is_migrated_or_refused() -> None:
+    cfg = train_mod.load_config(None)
+    old = {**cfg, "data": {**cfg["data"], "crop_ref_size": cfg["data"]["ref_size"]}}
+    assert train_mod.migrate_config(old, "runs/x/config.json") == cfg  # the knob equalled ref_size: dropped
+    bad = {**cfg, "data": {**cfg["data"], "crop_ref_size": cfg["data"]["ref_size"] + 32}}
+    with pytest.raises(ValueError, match=r"runs/x/config.json: data.crop_ref_size=160 differs"):
+        train_mod.migrate_config(bad, "runs/x/config.json")
+    typo = {**cfg, "data": {**cfg["data"], "logos_per_bach": 8}}
+    with pytest.raises(ValueError, match="unknown data option.*logos_per_bach"):
+        train_mod.migrate_config(typo, "my.json")
+
+
 def test_frozen_layers_and_batchnorm_statistics_do_not_move(run: dict) -> None:
     pre = _load(run["out"] / f"{ARCH}.timm.pth")
     s2 = _load(run["step2"])["model"]

@@ -45,6 +45,25 @@ def load_config(path: str | None) -> dict:
     return cfg
 
 
+def migrate_config(cfg: dict, source: str) -> dict:
+    """Bring a run folder's saved config up to date, or fail naming the key that cannot be carried over.
+
+    ``data.crop_ref_size`` (runs before the crop view was tied to the reference size) is dropped when it
+    equals ``data.ref_size``, the only value it ever took in a shipped recipe.
+    """
+    data = dict(cfg.get("data", {}))
+    if "crop_ref_size" in data:
+        if data["crop_ref_size"] != data.get("ref_size"):
+            raise ValueError(f"{source}: data.crop_ref_size={data['crop_ref_size']} differs from data.ref_size="
+                             f"{data.get('ref_size')}; mark crops now always take the reference size")
+        del data["crop_ref_size"]
+    known = set(DataConfig.__dataclass_fields__)
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"{source}: unknown data option(s) {', '.join(unknown)}")
+    return {**cfg, "data": data}
+
+
 def build_model(cfg: dict, cache_dir: Path) -> CcuNet:
     backbone = create_backbone(cfg["arch"], cfg["weights"], cache_dir)
     model = CcuNet(backbone, dim=cfg["dim"], project=True)
@@ -171,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.steps is not None:  # an explicit --steps extends (or shortens) the resumed run
             saved["steps"] = args.steps
         cfg = saved
+    cfg = migrate_config(cfg, str(out / "config.json") if args.resume else (args.config or "default.json"))
     (out / "config.json").write_text(json.dumps(cfg, indent=2))
     seed = cfg["seed"]
     random.seed(seed)
