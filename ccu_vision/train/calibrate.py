@@ -5,7 +5,9 @@
 Thresholds are the lowest scores at which the model's top-1 predictions on a held-out calibration
 set (held-out brands, the photo folder's ``validation`` split) reach the target precision (0.95)
 *and* flag at most 1 % of its negatives (``--max-fpr``; precision alone depends on the set's mix of
-positives and negatives, which a real dump does not share).
+positives and negatives, which a real dump does not share) - with 95 % confidence
+(``--fpr-confidence``): a one-sided Clopper-Pearson bound, so a 500-negative set may flag 1 of them,
+not the 5 an empirical 1 % quantile allows (whose true rate can be far above 1 %).
 They are written into the ONNX metadata (``ccu.thresholds``) together with the calibration
 numbers, so every catalog built with the model starts from them. Near-duplicate scores are
 calibrated with keypoint verification (:mod:`ccu_vision.verify`), whose settings are written into the
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 from pathlib import Path
 
 import numpy as np
@@ -32,12 +35,51 @@ log = logging.getLogger(__name__)
 CALIB_CONFIG = EvalConfig(split="validation", seed=777, n_brands=300, n_products=120, n_lookalikes=150)
 
 
-def negative_quantile(scores: list[float], max_fpr: float) -> float:
-    """The lowest threshold that flags at most ``max_fpr`` of the negatives' top-1 ``scores``."""
+def binom_cdf(k: int, n: int, p: float) -> float:
+    """P(X <= k) for X ~ Binomial(n, p), summed exactly in log space."""
+    if k < 0:
+        return 0.0
+    if p <= 0.0 or k >= n:
+        return 1.0
+    if p >= 1.0:
+        return 0.0
+    lp, lq = math.log(p), math.log1p(-p)
+    terms = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * lp + (n - i) * lq
+             for i in range(k + 1)]
+    m = max(terms)
+    return min(1.0, math.exp(m) * sum(math.exp(t - m) for t in terms))
+
+
+def allowed_negatives(n: int, max_fpr: float, confidence: float | None = None) -> int:
+    """How many of ``n`` calibration negatives a threshold may flag.
+
+    Without ``confidence``: ``floor(max_fpr * n)`` (the empirical quantile). With it: the most flagged
+    negatives ``k`` for which a flag rate of ``max_fpr`` would still leave at least ``k`` flags more likely
+    than ``1 - confidence`` - i.e. the one-sided Clopper-Pearson upper bound of the flag rate at the
+    threshold is at most ``max_fpr``. Too few negatives to certify even ``k = 0`` give 0 (and a warning).
+    """
+    if confidence is None:
+        return int(math.floor(max_fpr * n))
+    k = -1
+    while k + 1 <= n and binom_cdf(k + 1, n, max_fpr) <= 1.0 - confidence:
+        k += 1
+    if k < 0:
+        log.warning("%d negatives cannot certify a flag rate <= %.3g at confidence %.2f; "
+                    "using the highest negative score", n, max_fpr, confidence)
+        return 0
+    return k
+
+
+def negative_quantile(scores: list[float], max_fpr: float, confidence: float | None = None) -> float:
+    """The lowest threshold that flags at most the allowed share of the negatives' top-1 ``scores``.
+
+    ``confidence`` (e.g. 0.95) asks for a threshold whose flag rate is at most ``max_fpr`` with that
+    confidence, not merely on this sample (see :func:`allowed_negatives`).
+    """
     s = np.sort(np.asarray(scores, np.float64))[::-1]
-    k = int(np.floor(max_fpr * len(s)))  # this many negatives may score at or above the threshold
     if len(s) == 0:
         return -np.inf
+    k = allowed_negatives(len(s), max_fpr, confidence)  # this many negatives may score at or above it
     return float(np.nextafter(s[k], np.inf)) if k < len(s) else -np.inf
 
 
@@ -52,7 +94,7 @@ def _recall_at(truth: list[dict], ranked: list, task: str, threshold: float) -> 
 
 def calibrate_model(model: Path, evalset: Path, precision: float = 0.95,
                     verify: VerifyConfig | None = VerifyConfig(),  # noqa: B008 - frozen dataclass
-                    max_fpr: float = 0.01) -> dict:
+                    max_fpr: float = 0.01, fpr_confidence: float | None = 0.95) -> dict:
     """Compute thresholds on ``evalset`` and write them into ``model``; returns them with the calibration metrics."""
     # the scoring the thresholds are calibrated for travels with them ("" = global descriptor only)
     set_thresholds(model, Embedder(model).info.thresholds, {"dup_verify": json.dumps(verify.to_dict()) if verify else ""})
@@ -67,13 +109,15 @@ def calibrate_model(model: Path, evalset: Path, precision: float = 0.95,
                 if t["kind"] != "registered" and r]
     dup_neg = [r[0][1] for t, r in zip((t for t in truth if t["task"] == "dup"), dr, strict=True)
                if not t["product"] and r]
-    th_logo, th_dup = (max(p, negative_quantile(neg, max_fpr))
+    th_logo, th_dup = (max(p, negative_quantile(neg, max_fpr, fpr_confidence))
                        for p, neg in ((lm["threshold@p95"], logo_neg), (dm["threshold@p95"], dup_neg)))
     th = {
         "logo": round(th_logo, 5),
         "near_duplicate": round(th_dup, 5),
         "precision": precision,
         "max_fpr": max_fpr,
+        "fpr_confidence": fpr_confidence,
+        "negatives": {"logo": len(logo_neg), "near_duplicate": len(dup_neg)},
         "calibrated_on": json.loads((evalset / "set.json").read_text())["config"],
         "recall_at_threshold": {"logo": round(_recall_at(truth, lr, "logo", th_logo), 4),
                                 "near_duplicate": round(_recall_at(truth, dr, "dup", th_dup), 4)},
@@ -92,13 +136,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--photos", help="photo folder for building the calibration set if missing")
     ap.add_argument("--precision", type=float, default=0.95)
     ap.add_argument("--max-fpr", type=float, default=0.01, help="largest share of negatives a threshold may flag")
+    ap.add_argument("--fpr-confidence", type=float, default=0.95,
+                    help="confidence that the flag rate on negatives is at most --max-fpr "
+                    "(Clopper-Pearson bound; 0 = the calibration sample's empirical rate)")
     ap.add_argument("--no-verify", action="store_true",
                     help="score near-duplicates by the global descriptor alone (no windows, no keypoints)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     build_eval_set(args.evalset, CALIB_CONFIG, args.photos)
     res = calibrate_model(args.model, args.evalset, args.precision, None if args.no_verify else VerifyConfig(),
-                          args.max_fpr)
+                          args.max_fpr, args.fpr_confidence or None)
     print(json.dumps(res["thresholds"], indent=2))
     lm, dm = res["logo"], res["dup"]
     print(f"calibration set: logo R@1 {lm['recall@1']:.3f} R@5 {lm['recall@5']:.3f} AP {lm['ap']:.3f} "
