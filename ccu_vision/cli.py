@@ -416,6 +416,72 @@ def scan(ctx: click.Context, input_path: Path, out: Path, report: Path | None, r
         click.echo(f"report: {report}")
 
 
+@cli.command(epilog="""\b
+Examples:
+  ccu-vision calibrate known-clean/                  # flag at most 1 % of your own clean listings
+  ccu-vision calibrate clean.csv --max-fpr 0.005 --json
+  ccu-vision calibrate known-clean/ --dry-run        # what would change, nothing written
+
+\b
+NEGATIVES: a folder or CSV/JSONL manifest of listing photos known to carry no registered mark and
+no copy of a registered product photo (e.g. reviewed listings). The model's thresholds come from
+synthetic listings; your own dump can score higher, and this raises them to match it.
+""")
+@click.argument("negatives", type=click.Path(path_type=Path))
+@click.option("--max-fpr", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.01,
+              show_default=True, help="Largest share of the negatives a threshold may flag.")
+@click.option("--confidence", type=click.FloatRange(0, 1, max_open=True), default=0.95, show_default=True,
+              help="Confidence that the flag rate is at most --max-fpr (Clopper-Pearson; 0 = this sample's rate).")
+@click.option("--kind", type=click.Choice(["logo", "near_duplicate", "both"]), default="both", show_default=True)
+@click.option("--allow-lower", is_flag=True,
+              help="Also lower a threshold (gives up the model's precision calibration on wrong-brand matches).")
+@click.option("--dry-run", is_flag=True, help="Report only; leave the catalog's thresholds as they are.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--progress/--no-progress", default=True, help="Progress bar on stderr.")
+@click.pass_context
+def calibrate(ctx: click.Context, negatives: Path, max_fpr: float, confidence: float, kind: str,
+              allow_lower: bool, dry_run: bool, as_json: bool, progress: bool) -> None:
+    """Raise the catalog's flag thresholds so your own known negatives are flagged at most --max-fpr."""
+    import tempfile
+
+    from .scan import collect_inputs, read_rows, run_scan
+    from .thresholds import tighten
+
+    st = _state(ctx)
+    items = collect_inputs(negatives)
+    if not items:
+        _fail(f"{negatives}: no images found")
+    emb = st.embedder()
+    cat = st.catalog(readonly=dry_run)
+    if cat.count() == 0:
+        _fail(f"the catalog at {st.home} has no references: add them before calibrating")
+    with tempfile.TemporaryDirectory(prefix="ccu-calibrate-") as tmp:
+        out = Path(tmp) / "negatives.jsonl"
+        run_scan(items, out, emb, cat, progress=progress)
+        rows = read_rows(out)
+    bad = [r for r in rows if r.get("status") != "ok"]
+    for r in bad:
+        click.echo(f"warning: {r['image']}: {r.get('error', 'not scanned')} (left out)", err=True)
+    names = ("logo", "near_duplicate") if kind == "both" else (kind,)
+    report = tighten(rows, cat.thresholds, max_fpr, confidence or None, names, allow_lower)
+    changed = {n: r["threshold"] for n, r in report.items() if r["changed"]}
+    if changed and not dry_run:
+        cat.set_thresholds(changed)
+    if as_json:
+        _echo_json({"negatives": str(negatives), "max_fpr": max_fpr, "confidence": confidence or None,
+                    "errors": len(bad), "written": bool(changed) and not dry_run, "thresholds": report})
+        return
+    for n, r in report.items():
+        line = (f"{n}: {r['negatives']} negatives, {r['flagged_at_current']} flagged at {r['current']:.5f}; "
+                f"at most {r['allowed']} may be")
+        if r["changed"]:
+            verb = "would be" if dry_run else "now"
+            line += f" -> threshold {verb} {r['threshold']:.5f} ({r['flagged']} flagged)"
+        else:
+            line += " -> threshold kept"
+        click.echo(line)
+
+
 # ----------------------------------------------------------------------------- catalog / model
 
 

@@ -300,6 +300,69 @@ def test_scan_manifest_and_errors(env: dict[str, str], tmp_path: Path) -> None:
     no_traceback(r)
 
 
+def test_calibrate_raises_thresholds_on_known_negatives(env: dict[str, str], tmp_path: Path) -> None:
+    from ccu_vision.catalog import Catalog
+
+    shot = noise(tmp_path / "official.png", 7)
+    assert run(env, "ref", "add", "--brand", "Acme", "--kind", "product", shot).exit_code == 0
+    assert run(env, "ref", "add", "--brand", "Acme", "--kind", "logo", logo_png(tmp_path / "l.png", (0, 90, 200))).exit_code == 0
+    neg = tmp_path / "neg"
+    for i in range(40):
+        noise(neg / f"n{i:02d}.jpg", 500 + i)
+    (neg / "broken.jpg").write_bytes(b"not an image")
+
+    def thresholds() -> dict:
+        cat = Catalog.open(Path(env["CCU_HOME"]), readonly=True)
+        try:
+            return cat.thresholds
+        finally:
+            cat.close()
+
+    # dry run, empirical 10 %: at most 4 of the 40 readable negatives may score at or above a threshold
+    r = run(env, "calibrate", neg, "--max-fpr", "0.1", "--confidence", "0", "--allow-lower", "--dry-run",
+            "--json", "--no-progress")
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.stdout)
+    assert rep["errors"] == 1 and not rep["written"] and "broken.jpg" in r.stderr
+    for name in ("logo", "near_duplicate"):
+        t = rep["thresholds"][name]
+        assert t["negatives"] == 40 and t["allowed"] == 4 and t["flagged"] <= 4
+        assert t["current"] == TH[name] and t["changed"]  # the tiny model scores noise far below 0.995
+    assert thresholds()["logo"] == TH["logo"], "a dry run writes nothing"
+
+    # without --allow-lower a threshold is only ever raised: here it is kept
+    r = run(env, "calibrate", neg, "--max-fpr", "0.1", "--confidence", "0", "--no-progress")
+    assert r.exit_code == 0 and "logo: 40 negatives, 0 flagged at 0.99500; at most 4 may be -> threshold kept" in r.stdout
+    assert thresholds()["logo"] == TH["logo"]
+
+    # written: a later scan of the same negatives flags at most the allowed share, per kind
+    r = run(env, "calibrate", neg, "--max-fpr", "0.1", "--confidence", "0", "--allow-lower", "--no-progress")
+    assert r.exit_code == 0 and "threshold now" in r.stdout, r.output
+    th = thresholds()
+    for name in ("logo", "near_duplicate"):
+        assert th[name] == rep["thresholds"][name]["threshold"] < TH[name]
+    r = run(env, "scan", neg, "--out", tmp_path / "r.jsonl", "--no-progress")
+    rows = [row for row in json_lines((tmp_path / "r.jsonl").read_text()) if row["status"] == "ok"]
+    for name in ("logo", "near_duplicate"):
+        n_flag = sum(any(f["type"] == name for f in row["flags"]) for row in rows)
+        assert n_flag == rep["thresholds"][name]["flagged"] <= 4
+        top = sorted((max(m["score"] for m in row["matches"] if m["kind"] == ("logo" if name == "logo" else "product"))
+                      for row in rows), reverse=True)
+        assert top[4] < th[name], "a fifth negative would be flagged"
+
+    # 95 % confidence with 40 negatives certifies nothing at 1 %: the highest negative bounds the threshold
+    r = run(env, "calibrate", neg, "--json", "--no-progress")
+    t = json.loads(r.stdout)["thresholds"]["logo"]
+    assert t["allowed"] == 0 and t["flagged"] == 0 and t["threshold"] > th["logo"]
+    assert thresholds()["logo"] == t["threshold"]
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = run(env, "calibrate", empty)
+    assert r.exit_code == 1 and "no images found" in r.stderr and str(empty) in r.stderr
+    no_traceback(r)
+
+
 def test_model_mismatch_then_reindex(env: dict[str, str], tmp_path: Path) -> None:
     shot = noise(tmp_path / "official.png", 13)
     assert run(env, "ref", "add", "--brand", "Acme", "--kind", "product", shot).exit_code == 0

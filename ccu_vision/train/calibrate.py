@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 from pathlib import Path
 
 import numpy as np
@@ -27,60 +26,13 @@ import numpy as np
 from ..embedder import Embedder
 from ..evalset import EvalConfig, build_eval_set, read_truth
 from ..evaluate import dup_metrics, logo_metrics, rank_with_embedder
+from ..thresholds import negative_quantile
 from ..verify import VerifyConfig
 from .export import set_thresholds
 
 log = logging.getLogger(__name__)
 
 CALIB_CONFIG = EvalConfig(split="validation", seed=777, n_brands=300, n_products=120, n_lookalikes=150)
-
-
-def binom_cdf(k: int, n: int, p: float) -> float:
-    """P(X <= k) for X ~ Binomial(n, p), summed exactly in log space."""
-    if k < 0:
-        return 0.0
-    if p <= 0.0 or k >= n:
-        return 1.0
-    if p >= 1.0:
-        return 0.0
-    lp, lq = math.log(p), math.log1p(-p)
-    terms = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * lp + (n - i) * lq
-             for i in range(k + 1)]
-    m = max(terms)
-    return min(1.0, math.exp(m) * sum(math.exp(t - m) for t in terms))
-
-
-def allowed_negatives(n: int, max_fpr: float, confidence: float | None = None) -> int:
-    """How many of ``n`` calibration negatives a threshold may flag.
-
-    Without ``confidence``: ``floor(max_fpr * n)`` (the empirical quantile). With it: the most flagged
-    negatives ``k`` for which a flag rate of ``max_fpr`` would still leave at least ``k`` flags more likely
-    than ``1 - confidence`` - i.e. the one-sided Clopper-Pearson upper bound of the flag rate at the
-    threshold is at most ``max_fpr``. Too few negatives to certify even ``k = 0`` give 0 (and a warning).
-    """
-    if confidence is None:
-        return int(math.floor(max_fpr * n))
-    k = -1
-    while k + 1 <= n and binom_cdf(k + 1, n, max_fpr) <= 1.0 - confidence:
-        k += 1
-    if k < 0:
-        log.warning("%d negatives cannot certify a flag rate <= %.3g at confidence %.2f; "
-                    "using the highest negative score", n, max_fpr, confidence)
-        return 0
-    return k
-
-
-def negative_quantile(scores: list[float], max_fpr: float, confidence: float | None = None) -> float:
-    """The lowest threshold that flags at most the allowed share of the negatives' top-1 ``scores``.
-
-    ``confidence`` (e.g. 0.95) asks for a threshold whose flag rate is at most ``max_fpr`` with that
-    confidence, not merely on this sample (see :func:`allowed_negatives`).
-    """
-    s = np.sort(np.asarray(scores, np.float64))[::-1]
-    if len(s) == 0:
-        return -np.inf
-    k = allowed_negatives(len(s), max_fpr, confidence)  # this many negatives may score at or above it
-    return float(np.nextafter(s[k], np.inf)) if k < len(s) else -np.inf
 
 
 def _recall_at(truth: list[dict], ranked: list, task: str, threshold: float) -> float:

@@ -1,0 +1,108 @@
+"""Flag thresholds from negatives: how many of n known negatives a threshold may flag.
+
+Light (numpy only): used by model calibration (:mod:`ccu_vision.train.calibrate`) and by
+``ccu-vision calibrate``, which tightens a catalog's thresholds on a user's own negatives.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+def binom_cdf(k: int, n: int, p: float) -> float:
+    """P(X <= k) for X ~ Binomial(n, p), summed exactly in log space."""
+    if k < 0:
+        return 0.0
+    if p <= 0.0 or k >= n:
+        return 1.0
+    if p >= 1.0:
+        return 0.0
+    lp, lq = math.log(p), math.log1p(-p)
+    terms = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * lp + (n - i) * lq
+             for i in range(k + 1)]
+    m = max(terms)
+    return min(1.0, math.exp(m) * sum(math.exp(t - m) for t in terms))
+
+
+def allowed_negatives(n: int, max_fpr: float, confidence: float | None = None) -> int:
+    """How many of ``n`` calibration negatives a threshold may flag.
+
+    Without ``confidence``: ``floor(max_fpr * n)`` (the empirical quantile). With it: the most flagged
+    negatives ``k`` for which a flag rate of ``max_fpr`` would still leave at least ``k`` flags more likely
+    than ``1 - confidence`` - i.e. the one-sided Clopper-Pearson upper bound of the flag rate at the
+    threshold is at most ``max_fpr``. Too few negatives to certify even ``k = 0`` give 0 (and a warning).
+    """
+    if confidence is None:
+        return int(math.floor(max_fpr * n))
+    k = -1
+    while k + 1 <= n and binom_cdf(k + 1, n, max_fpr) <= 1.0 - confidence:
+        k += 1
+    if k < 0:
+        log.warning("%d negatives cannot certify a flag rate <= %.3g at confidence %.2f; "
+                    "using the highest negative score", n, max_fpr, confidence)
+        return 0
+    return k
+
+
+def negative_quantile(scores: list[float], max_fpr: float, confidence: float | None = None) -> float:
+    """The lowest threshold that flags at most the allowed share of the negatives' top-1 ``scores``.
+
+    ``confidence`` (e.g. 0.95) asks for a threshold whose flag rate is at most ``max_fpr`` with that
+    confidence, not merely on this sample (see :func:`allowed_negatives`).
+    """
+    s = np.sort(np.asarray(scores, np.float64))[::-1]
+    if len(s) == 0:
+        return -np.inf
+    k = allowed_negatives(len(s), max_fpr, confidence)  # this many negatives may score at or above it
+    return float(np.nextafter(s[k], np.inf)) if k < len(s) else -np.inf
+
+
+KINDS = {"logo": "logo", "near_duplicate": "product"}  # threshold name -> match kind in a result row
+
+
+def top_scores(rows: list[dict], kind: str) -> list[float]:
+    """Each ``status: ok`` row's best match score of ``kind`` (``logo``/``product``); -inf when none."""
+    out = []
+    for row in rows:
+        if row.get("status") != "ok":
+            continue
+        s = [float(m["score"]) for m in row.get("matches", []) if m.get("kind") == kind]
+        out.append(max(s) if s else -np.inf)
+    return out
+
+
+def tighten(rows: list[dict], current: dict, max_fpr: float = 0.01, confidence: float | None = 0.95,
+            names: tuple[str, ...] = ("logo", "near_duplicate"), allow_lower: bool = False) -> dict[str, dict]:
+    """Thresholds that flag at most ``max_fpr`` of known negatives (scan rows), per threshold name.
+
+    A threshold is only raised (a stricter flag) unless ``allow_lower``: lowering it below the model's
+    calibrated value would give up the precision it was calibrated for on wrong-brand matches. Returns,
+    per name, the counts at the current and the proposed threshold and whether it changes.
+    """
+    assert 0.0 < max_fpr < 1.0, max_fpr
+    report: dict[str, dict] = {}
+    for name in names:
+        scores = np.asarray(top_scores(rows, KINDS[name]), np.float64)
+        cur = float(current.get(name, np.inf))
+        proposed = negative_quantile(list(scores), max_fpr, confidence)
+        k = allowed_negatives(len(scores), max_fpr, confidence)
+        new = cur
+        if len(scores) and np.isfinite(proposed) and (proposed > cur or allow_lower):
+            new = math.ceil(float(proposed) * 1e5) / 1e5  # 5 decimals, rounded up: never one more flag
+            if new < proposed:
+                new = float(proposed)
+        report[name] = {
+            "negatives": int(len(scores)),
+            "allowed": int(k),
+            "current": cur,
+            "flagged_at_current": int((scores >= cur).sum()),
+            "threshold": new,
+            "flagged": int((scores >= new).sum()),
+            "changed": bool(new != cur),
+        }
+    return report

@@ -1,0 +1,42 @@
+"""Thresholds from negatives: empirical quantile and the confidence-bounded (Clopper-Pearson) count."""
+
+from __future__ import annotations
+
+from math import comb
+
+import numpy as np
+import pytest
+
+from ccu_vision.thresholds import allowed_negatives, binom_cdf, negative_quantile
+
+
+def test_negative_quantile_flags_at_most_the_allowed_share() -> None:
+    scores = list(np.linspace(0.0, 0.99, 100))  # 100 negatives
+    t = negative_quantile(scores, 0.01)
+    assert sum(s >= t for s in scores) == 1 and t > 0.98  # 1 % may be flagged, not 2
+    t0 = negative_quantile(scores, 0.0)
+    assert sum(s >= t0 for s in scores) == 0
+    assert negative_quantile(scores, 1.0) == -np.inf and negative_quantile([], 0.01) == -np.inf
+
+
+def test_binomial_cdf_matches_a_direct_sum() -> None:
+    for n, p, k in ((10, 0.3, 4), (500, 0.01, 2), (40, 0.5, 20), (7, 0.9, 0)):
+        direct = sum(comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(k + 1))
+        assert binom_cdf(k, n, p) == pytest.approx(direct, rel=1e-9)
+    assert binom_cdf(-1, 5, 0.2) == 0.0 and binom_cdf(5, 5, 0.2) == 1.0
+
+
+def test_confidence_bounded_threshold_is_stricter_than_the_empirical_quantile() -> None:
+    # 500 negatives, 1 %: the empirical quantile lets 5 score above the threshold; with 95 % confidence
+    # only 1 may (P(X <= 1 | n=500, p=0.01) = 0.040 <= 0.05 < P(X <= 2) = 0.123)
+    assert allowed_negatives(500, 0.01) == 5
+    assert allowed_negatives(500, 0.01, 0.95) == 1
+    assert binom_cdf(1, 500, 0.01) <= 0.05 < binom_cdf(2, 500, 0.01)
+    # more negatives: more may be flagged, but always fewer than the rate times n
+    k = allowed_negatives(5000, 0.01, 0.95)
+    assert 30 < k < 50 and binom_cdf(k, 5000, 0.01) <= 0.05 < binom_cdf(k + 1, 5000, 0.01)
+    # too few to certify even 0 flags (0.99 ** 100 > 0.05): the highest negative bounds the threshold
+    assert allowed_negatives(100, 0.01, 0.95) == 0
+    scores = list(np.random.default_rng(0).random(500))
+    t_emp, t_conf = negative_quantile(scores, 0.01), negative_quantile(scores, 0.01, 0.95)
+    assert sum(s >= t_emp for s in scores) == 5 and sum(s >= t_conf for s in scores) == 1
