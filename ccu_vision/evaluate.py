@@ -23,6 +23,17 @@ log = logging.getLogger(__name__)
 
 Ranked = list[tuple[str, float]]
 SIZE_BINS = ((0.0, 0.12, "<12%"), (0.12, 0.2, "12-20%"), (0.2, 0.3, "20-30%"), (0.3, 1.01, ">=30%"))
+BOOTSTRAP = 500  # resamples for the 95 % intervals (queries resampled with replacement, seeded)
+
+
+def _interval(values: Sequence[float]) -> list[float]:
+    lo, hi = np.percentile(np.asarray(values, np.float64), [2.5, 97.5])
+    return [round(float(lo), 4), round(float(hi), 4)]
+
+
+def _strata(groups: Sequence[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
+    """One bootstrap resample of each index group (positives and negatives resampled separately)."""
+    return [g[rng.integers(0, len(g), len(g))] if len(g) else g for g in groups]
 
 
 def calibrate(scores: Sequence[float], correct: Sequence[bool], precision: float = 0.95) -> tuple[float, float]:
@@ -83,8 +94,13 @@ def recall_at_precision(scores: np.ndarray, correct: np.ndarray, n_positives: in
     return float(tp[ok].max() / n_positives) if ok.any() else 0.0
 
 
-def logo_metrics(truth: list[dict], ranked: list[Ranked], fpr: float = 0.01, precision: float = 0.95) -> dict:
-    """recall@1/@5, AP, TPR@FPR, calibrated threshold, and breakdowns by mark size and print style."""
+def logo_metrics(truth: list[dict], ranked: list[Ranked], fpr: float = 0.01, precision: float = 0.95,
+                 n_boot: int = BOOTSTRAP, seed: int = 0) -> dict:
+    """recall@1/@5, AP, TPR@FPR, calibrated threshold, and breakdowns by mark size and print style.
+
+    ``ci95``: 95 % bootstrap intervals of recall@1, AP and TPR@FPR (``n_boot`` resamples of the
+    positives and of the negatives, seeded; ``n_boot=0`` skips them).
+    """
     rows = [t for t in truth if t["task"] == "logo"]
     assert len(rows) == len(ranked), (len(rows), len(ranked))
     pos = [i for i, t in enumerate(rows) if t["kind"] == "registered"]
@@ -106,6 +122,18 @@ def logo_metrics(truth: list[dict], ranked: list[Ranked], fpr: float = 0.01, pre
         f"tpr@{fpr:g}fpr": tpr, "threshold@fpr": thr,
         "threshold@p95": cal_t, "recall@p95": cal_r,
     }
+    if n_boot and len(pos):
+        rng = np.random.default_rng(seed)
+        pos_a, neg_a = np.asarray(pos, np.int64), np.asarray(neg, np.int64)
+        r1, ap, tp = [], [], []
+        for _ in range(n_boot):
+            bp, bn = _strata([np.arange(len(pos)), np.arange(len(neg))], rng)
+            r1.append(hit1[bp].mean())
+            idx = np.concatenate([pos_a[bp], neg_a[bn]])
+            ap.append(average_precision(scores[idx], correct[idx], len(pos)))
+            tp.append(tpr_at_fpr(pos_scores[bp], neg_scores[bn], fpr)[0])
+        out["ci95"] = {"recall@1": _interval(r1), "ap": _interval(ap), f"tpr@{fpr:g}fpr": _interval(tp),
+                       "resamples": n_boot}
     by_size, by_style = {}, {}
     for lo, hi, name in SIZE_BINS:
         idx = [j for j, i in enumerate(pos) if lo <= rows[i].get("size_frac", 0) < hi]
@@ -113,14 +141,18 @@ def logo_metrics(truth: list[dict], ranked: list[Ranked], fpr: float = 0.01, pre
             by_size[name] = {"n": len(idx), "recall@1": float(hit1[idx].mean()),
                              "tpr@fpr": float(np.mean(pos_scores[idx] > thr))}
     for style in sorted({rows[i].get("style", "") for i in pos}):
-        idx = [j for j, i in enumerate(pos) if rows[i].get("style") == style]
+        idx = [j for j, i in enumerate(pos) if rows[i].get("style", "") == style]
         by_style[style] = {"n": len(idx), "recall@1": float(hit1[idx].mean()), "tpr@fpr": float(np.mean(pos_scores[idx] > thr))}
     out["by_size"], out["by_style"] = by_size, by_style
     return out
 
 
-def dup_metrics(truth: list[dict], ranked: list[Ranked], precision: float = 0.95) -> dict:
-    """DISC21-style micro AP over all (query, reference) predictions, recall at precision 0.90/0.99, per-edit recall."""
+def dup_metrics(truth: list[dict], ranked: list[Ranked], precision: float = 0.95,
+                n_boot: int = BOOTSTRAP, seed: int = 0) -> dict:
+    """DISC21-style micro AP over all (query, reference) predictions, recall at precision 0.90/0.99, per-edit recall.
+
+    ``ci95``: a 95 % bootstrap interval of muAP (copies and look-alikes resampled separately, whole queries).
+    """
     rows = [t for t in truth if t["task"] == "dup"]
     assert len(rows) == len(ranked), (len(rows), len(ranked))
     n_pos = sum(1 for t in rows if t["product"])
@@ -142,6 +174,19 @@ def dup_metrics(truth: list[dict], ranked: list[Ranked], precision: float = 0.95
         "recall@p99": recall_at_precision(scores_a, correct_a, n_pos, 0.99),
         "threshold@p95": cal_t, "recall@p95": cal_r,
     }
+    if n_boot and n_pos:
+        rng = np.random.default_rng(seed)
+        qidx_a = np.asarray(qidx, np.int64)
+        by_query = [np.nonzero(qidx_a == i)[0] for i in range(len(rows))]
+        groups = [np.array([i for i, t in enumerate(rows) if t["product"]], np.int64),
+                  np.array([i for i, t in enumerate(rows) if not t["product"]], np.int64)]
+        mu = []
+        for _ in range(n_boot):
+            qs = np.concatenate(_strata(groups, rng))
+            pred = np.concatenate([by_query[q] for q in qs]) if len(qs) else np.zeros(0, np.int64)
+            n_p = int(sum(1 for q in qs if rows[q]["product"]))
+            mu.append(average_precision(scores_a[pred], correct_a[pred], n_p))
+        out["ci95"] = {"muap": _interval(mu), "resamples": n_boot}
     per_edit: dict[str, list[bool]] = {}
     for i, t in enumerate(rows):
         if t["product"]:

@@ -80,6 +80,11 @@ def test_smoke_accuracy_rows(smoke: dict) -> None:
             assert all(0 <= v <= 1 for v in c["recall"] + c["precision"])
             assert c["recall"] == sorted(c["recall"])
     assert rows["tiny-test"]["at_model_thresholds"]["logo"]["threshold"] == 0.9
+    ci = rows["tiny-test"]["logo"]["ci95"]
+    assert ci["recall@1"][0] <= rows["tiny-test"]["logo"]["recall@1"] <= ci["recall@1"][1]
+    tables = {t.title: t.text() for t in report.accuracy_tables(smoke["results"])}
+    ci_text = next(v for k, v in tables.items() if k.startswith("95 % bootstrap intervals"))
+    assert "tiny-test" in ci_text and f"{ci['recall@1'][0]:.3f}-{ci['recall@1'][1]:.3f}" in ci_text
     misses = acc["misses"]
     assert misses["method"] == "tiny-test"
     for item in misses["logo"] + misses["dup"]:

@@ -132,6 +132,53 @@ def test_dup_metrics_hand_case() -> None:
     assert m["per_edit_recall@p95"] == {"crop": 1.0, "flip": 0.0, "jpeg": 1.0}
 
 
+def _random_logo_set(rng: np.random.Generator, n_pos: int, n_neg: int) -> tuple[list[dict], list]:
+    truth, ranked = [], []
+    for i in range(n_pos):
+        truth.append({"task": "logo", "query": f"p{i}", "kind": "registered", "brand": f"b{i % 7}"})
+        right = rng.random() < 0.6
+        s = float(rng.normal(0.7 if right else 0.5, 0.1))
+        ranked.append([(f"b{i % 7}" if right else "x", s), ("y", s - 0.1)])
+    for i in range(n_neg):
+        truth.append({"task": "logo", "query": f"n{i}", "kind": "clean", "brand": None})
+        ranked.append([("x", float(rng.normal(0.5, 0.1)))])
+    return truth, ranked
+
+
+def test_bootstrap_intervals_hold_the_estimate_and_narrow_with_more_queries() -> None:
+    rng = np.random.default_rng(0)
+    truth, ranked = _random_logo_set(rng, 200, 200)
+    m = logo_metrics(truth, ranked)
+    ci = m["ci95"]
+    assert ci["resamples"] == 500
+    for key in ("recall@1", "ap", "tpr@0.01fpr"):
+        lo, hi = ci[key]
+        assert lo <= m[key] <= hi and lo < hi, (key, lo, m[key], hi)
+    assert logo_metrics(truth, ranked)["ci95"] == ci, "seeded: the same intervals every run"
+    assert "ci95" not in logo_metrics(truth, ranked, n_boot=0)
+    big_t, big_r = _random_logo_set(np.random.default_rng(1), 2000, 2000)
+    big = logo_metrics(big_t, big_r)["ci95"]["recall@1"]
+    assert big[1] - big[0] < 0.5 * (ci["recall@1"][1] - ci["recall@1"][0])
+    # the recall@1 interval is close to the binomial one, +-1.96 sqrt(p(1-p)/n)
+    half = 1.96 * math.sqrt(m["recall@1"] * (1 - m["recall@1"]) / 200)
+    assert (ci["recall@1"][1] - ci["recall@1"][0]) / 2 == pytest.approx(half, rel=0.2)
+
+
+def test_dup_bootstrap_interval_resamples_whole_queries() -> None:
+    rng = np.random.default_rng(3)
+    truth, ranked = [], []
+    for i in range(150):
+        copy = i < 100
+        truth.append({"task": "dup", "query": f"d{i}", "kind": "copy" if copy else "lookalike",
+                      "product": f"p{i}" if copy else None, "edits": []})
+        hit = copy and rng.random() < 0.8
+        ranked.append([(f"p{i}" if hit else "q", float(rng.normal(0.8 if hit else 0.5, 0.1))), ("r", 0.2)])
+    m = dup_metrics(truth, ranked)
+    lo, hi = m["ci95"]["muap"]
+    assert lo <= m["muap"] <= hi and 0.0 < hi - lo < 0.3
+    assert "ci95" not in dup_metrics(truth, ranked, n_boot=0)
+
+
 # ----------------------------------------------------------------------------- fast paths vs brute force
 
 

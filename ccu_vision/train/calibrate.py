@@ -102,6 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     lm, dm = res["logo"], res["dup"]
     print(f"calibration set: logo R@1 {lm['recall@1']:.3f} R@5 {lm['recall@5']:.3f} AP {lm['ap']:.3f} "
           f"TPR@1%FPR {lm['tpr@0.01fpr']:.3f} | near-dup muAP {dm['muap']:.3f} R@P90 {dm['recall@p90']:.3f}")
+    if "ci95" in lm and "ci95" in dm:
+        lc, dc = lm["ci95"], dm["ci95"]
+        print("95 % bootstrap intervals: " + ", ".join(
+            f"{name} {lo:.3f}-{hi:.3f}" for name, (lo, hi) in (("R@1", lc["recall@1"]), ("AP", lc["ap"]),
+                                                               ("TPR@1%FPR", lc["tpr@0.01fpr"]), ("muAP", dc["muap"]))))
     return 0
 
 
