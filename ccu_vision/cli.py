@@ -472,8 +472,8 @@ def calibrate(ctx: click.Context, negatives: Path, max_fpr: float, confidence: f
                     "errors": len(bad), "written": bool(changed) and not dry_run, "thresholds": report})
         return
     for n, r in report.items():
-        line = (f"{n}: {r['negatives']} negatives, {r['flagged_at_current']} flagged at {r['current']:.5f}; "
-                f"at most {r['allowed']} may be")
+        cur = "no threshold" if r["current"] is None else f"{r['current']:.5f}"
+        line = f"{n}: {r['negatives']} negatives, {r['flagged_at_current']} flagged at {cur}; at most {r['allowed']} may be"
         if r["changed"]:
             verb = "would be" if dry_run else "now"
             line += f" -> threshold {verb} {r['threshold']:.5f} ({r['flagged']} flagged)"

@@ -81,7 +81,8 @@ def tighten(rows: list[dict], current: dict, max_fpr: float = 0.01, confidence: 
     """Thresholds that flag at most ``max_fpr`` of known negatives (scan rows), per threshold name.
 
     A threshold is only raised (a stricter flag) unless ``allow_lower``: lowering it below the model's
-    calibrated value would give up the precision it was calibrated for on wrong-brand matches. Returns,
+    calibrated value would give up the precision it was calibrated for on wrong-brand matches (a
+    missing threshold is always set). Returns,
     per name, the counts at the current and the proposed threshold and whether it changes.
     """
     assert 0.0 < max_fpr < 1.0, max_fpr
@@ -92,14 +93,14 @@ def tighten(rows: list[dict], current: dict, max_fpr: float = 0.01, confidence: 
         proposed = negative_quantile(list(scores), max_fpr, confidence)
         k = allowed_negatives(len(scores), max_fpr, confidence)
         new = cur
-        if len(scores) and np.isfinite(proposed) and (proposed > cur or allow_lower):
+        if len(scores) and np.isfinite(proposed) and (proposed > cur or allow_lower or not np.isfinite(cur)):
             new = math.ceil(float(proposed) * 1e5) / 1e5  # 5 decimals, rounded up: never one more flag
             if new < proposed:
                 new = float(proposed)
         report[name] = {
             "negatives": int(len(scores)),
             "allowed": int(k),
-            "current": cur,
+            "current": cur if np.isfinite(cur) else None,  # None: no threshold yet (nothing flagged)
             "flagged_at_current": int((scores >= cur).sum()),
             "threshold": new,
             "flagged": int((scores >= new).sum()),

@@ -40,3 +40,32 @@ def test_confidence_bounded_threshold_is_stricter_than_the_empirical_quantile() 
     scores = list(np.random.default_rng(0).random(500))
     t_emp, t_conf = negative_quantile(scores, 0.01), negative_quantile(scores, 0.01, 0.95)
     assert sum(s >= t_emp for s in scores) == 5 and sum(s >= t_conf for s in scores) == 1
+
+
+def _rows(logo: list[float], product: list[float]) -> list[dict]:
+    rows = [{"status": "ok", "matches": [{"kind": "logo", "score": a}, {"kind": "logo", "score": a - 0.2},
+                                         {"kind": "product", "score": b}]} for a, b in zip(logo, product, strict=True)]
+    return rows + [{"status": "error", "matches": []}, {"status": "ok", "matches": []}]
+
+
+def test_tighten_raises_only_unless_allowed_and_sets_a_missing_threshold() -> None:
+    from ccu_vision.thresholds import tighten
+
+    rng = np.random.default_rng(5)
+    logo, prod = list(rng.random(400)), list(rng.random(400))
+    rows = _rows(logo, prod)  # 401 readable negatives (one matched nothing), one error row left out
+    rep = tighten(rows, {"logo": 0.5, "near_duplicate": 0.9999}, max_fpr=0.01, confidence=0.95)
+    k = allowed_negatives(401, 0.01, 0.95)
+    assert rep["logo"]["negatives"] == 401 and rep["logo"]["allowed"] == k
+    assert rep["logo"]["changed"] and rep["logo"]["threshold"] > 0.5
+    assert rep["logo"]["flagged"] == sum(s >= rep["logo"]["threshold"] for s in logo) <= k
+    assert rep["logo"]["flagged_at_current"] == sum(s >= 0.5 for s in logo)
+    assert not rep["near_duplicate"]["changed"] and rep["near_duplicate"]["threshold"] == 0.9999  # kept: already stricter
+    low = tighten(rows, {"near_duplicate": 0.9999}, 0.01, 0.95, ("near_duplicate",), allow_lower=True)
+    assert low["near_duplicate"]["changed"] and low["near_duplicate"]["threshold"] < 0.9999
+    unset = tighten(rows, {}, 0.01, 0.95, ("logo",))
+    assert unset["logo"]["current"] is None and unset["logo"]["changed"]
+    assert unset["logo"]["threshold"] == rep["logo"]["threshold"]
+    # 5 decimals, rounded up: never one flag more than allowed
+    t = rep["logo"]["threshold"]
+    assert round(t, 5) == t and sorted(logo, reverse=True)[rep["logo"]["flagged"]] < t
