@@ -39,9 +39,16 @@ def allowed_negatives(n: int, max_fpr: float, confidence: float | None = None) -
     """
     if confidence is None:
         return int(math.floor(max_fpr * n))
-    k = -1
-    while k + 1 <= n and binom_cdf(k + 1, n, max_fpr) <= 1.0 - confidence:
-        k += 1
+    k, alpha = -1, 1.0 - confidence
+    if 0.0 < max_fpr < 1.0:
+        # walk the CDF term by term (O(k)): log pmf(i+1) = log pmf(i) + log((n-i)/(i+1)) + log(p/(1-p))
+        log_pmf = n * math.log1p(-max_fpr)
+        odds = math.log(max_fpr) - math.log1p(-max_fpr)
+        cdf = math.exp(log_pmf)
+        while k + 1 < n and cdf <= alpha:
+            k += 1
+            log_pmf += math.log((n - k) / (k + 1)) + odds
+            cdf += math.exp(log_pmf)
     if k < 0:
         log.warning("%d negatives cannot certify a flag rate <= %.3g at confidence %.2f; "
                     "using the highest negative score", n, max_fpr, confidence)

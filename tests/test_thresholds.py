@@ -69,3 +69,10 @@ def test_tighten_raises_only_unless_allowed_and_sets_a_missing_threshold() -> No
     # 5 decimals, rounded up: never one flag more than allowed
     t = rep["logo"]["threshold"]
     assert round(t, 5) == t and sorted(logo, reverse=True)[rep["logo"]["flagged"]] < t
+
+
+def test_allowed_negatives_walk_matches_the_exact_cdf() -> None:
+    for n, p, conf in ((500, 0.01, 0.95), (5000, 0.01, 0.95), (1000, 0.05, 0.9), (300, 0.01, 0.95), (20000, 0.001, 0.99)):
+        k = allowed_negatives(n, p, conf)
+        assert binom_cdf(k, n, p) <= 1 - conf < binom_cdf(k + 1, n, p), (n, p, conf, k)
+    assert allowed_negatives(10**6, 0.01, 0.95) < 10**4  # a million negatives: fast, and below 1 %
