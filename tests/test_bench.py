@@ -80,6 +80,14 @@ def test_smoke_accuracy_rows(smoke: dict) -> None:
             assert all(0 <= v <= 1 for v in c["recall"] + c["precision"])
             assert c["recall"] == sorted(c["recall"])
     assert rows["tiny-test"]["at_model_thresholds"]["logo"]["threshold"] == 0.9
+    from ccu_vision.bench.accuracy import at_thresholds
+    from ccu_vision.evalset import read_truth
+
+    top1 = rows["tiny-test"]["top1"]
+    assert len(top1["logo"]) == 22 and len(top1["dup"]) == 10
+    ranked = {t: [[(k, s if s is not None else float("-inf"))] if k else [] for k, s in top1[t]] for t in top1}
+    again = at_thresholds(read_truth(acc["eval_root"]), ranked["logo"], ranked["dup"], {"logo": 0.9, "near_duplicate": 0.9})
+    assert again["logo"]["flagged"] == rows["tiny-test"]["at_model_thresholds"]["logo"]["flagged"]
     ci = rows["tiny-test"]["logo"]["ci95"]
     assert ci["recall@1"][0] <= rows["tiny-test"]["logo"]["recall@1"] <= ci["recall@1"][1]
     tables = {t.title: t.text() for t in report.accuracy_tables(smoke["results"])}

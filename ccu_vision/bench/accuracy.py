@@ -209,6 +209,10 @@ def method_row(run: MethodRun, truth: list[dict]) -> dict:
     th = run.info.get("thresholds") or {}
     if th:
         row["at_model_thresholds"] = at_thresholds(truth, run.logo_ranked, run.dup_ranked, th)
+    # every query's top-1 (key, score), in truth order: flags at any other threshold can be
+    # recomputed from results.json alone (bench.accuracy.at_thresholds on the row's "top1")
+    row["top1"] = {task: [[k, round(s, 5) if np.isfinite(s) else None] for k, s in map(_top1, ranked)]
+                   for task, ranked in (("logo", run.logo_ranked), ("dup", run.dup_ranked))}
     return row
 
 
