@@ -62,10 +62,14 @@ def negative_quantile(scores: list[float], max_fpr: float, confidence: float | N
     ``confidence`` (e.g. 0.95) asks for a threshold whose flag rate is at most ``max_fpr`` with that
     confidence, not merely on this sample (see :func:`allowed_negatives`).
     """
-    s = np.sort(np.asarray(scores, np.float64))[::-1]
-    if len(s) == 0:
+    if len(scores) == 0:
         return -np.inf
-    k = allowed_negatives(len(s), max_fpr, confidence)  # this many negatives may score at or above it
+    return _above_top(scores, allowed_negatives(len(scores), max_fpr, confidence))
+
+
+def _above_top(scores: list[float] | np.ndarray, k: int) -> float:
+    """The lowest threshold that ``k`` of ``scores`` reach: just above the (k+1)-th highest."""
+    s = np.sort(np.asarray(scores, np.float64))[::-1]
     return float(np.nextafter(s[k], np.inf)) if k < len(s) else -np.inf
 
 
@@ -97,8 +101,8 @@ def tighten(rows: list[dict], current: dict, max_fpr: float = 0.01, confidence: 
     for name in names:
         scores = np.asarray(top_scores(rows, KINDS[name]), np.float64)
         cur = float(current.get(name, np.inf))
-        proposed = negative_quantile(list(scores), max_fpr, confidence)
-        k = allowed_negatives(len(scores), max_fpr, confidence)
+        k = allowed_negatives(len(scores), max_fpr, confidence) if len(scores) else 0
+        proposed = _above_top(scores, k)
         new = cur
         if len(scores) and np.isfinite(proposed) and (proposed > cur or allow_lower or not np.isfinite(cur)):
             new = math.ceil(float(proposed) * 1e5) / 1e5  # 5 decimals, rounded up: never one more flag
