@@ -28,6 +28,7 @@ from . import synth
 from .logos import brands as brand_split
 from .logos import logo_rgba, reference_color, render_mask
 from .photos import find_photo_dir, list_photos, load_photo, photo_class, procedural_photos
+from .wordmarks import draw_mark, find_fonts, font_split, mark_spec
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ class EvalConfig:
     max_side: int = 800
     split: str = "test"
     seed: int = 1234
+    marks: str = "icons"  # "icons": simple-icons symbols; "lettered": wordmarks/lockups in held-out fonts
 
     @classmethod
     def tiny(cls) -> EvalConfig:
@@ -59,8 +61,15 @@ def build_eval_set(out: str | Path, cfg: EvalConfig | None = None, photos_dir: s
     out = Path(out)
     if (out / "set.json").exists():
         prev = json.loads((out / "set.json").read_text())
-        if prev.get("config") == asdict(cfg):
+        if {**asdict(EvalConfig()), **prev.get("config", {})} == asdict(cfg):  # sets from before a new option
             return out
+    if cfg.marks not in ("icons", "lettered"):
+        raise ValueError(f"unknown marks {cfg.marks!r} (expected 'icons' or 'lettered')")
+    fonts: list = []
+    if cfg.marks == "lettered":
+        fonts = font_split(find_fonts(), "heldout")
+        if not fonts:
+            raise ValueError("no held-out (serif) fonts found for lettered marks; point CCU_FONTS at a font folder")
     rng = np.random.default_rng(cfg.seed)
     for d in ("logos", "products", "queries/logo", "queries/dup"):
         (out / d).mkdir(parents=True, exist_ok=True)
@@ -87,6 +96,8 @@ def build_eval_set(out: str | Path, cfg: EvalConfig | None = None, photos_dir: s
     def mask(b):
         if b.slug not in masks:
             masks[b.slug] = render_mask(b, 256)
+            if cfg.marks == "lettered":  # the brand's name in an evaluation typeface, alone or with its symbol
+                masks[b.slug] = draw_mark(mark_spec(b, fonts, cfg.seed), b.title, masks[b.slug])
         return masks[b.slug]
 
     for b in registered:

@@ -134,3 +134,9 @@ class MaskBank:
 
     def __len__(self) -> int:
         return len(self.brands)
+
+    def extend(self, brand_list: list[Brand], masks: list[np.ndarray]) -> None:
+        """Add marks drawn elsewhere (e.g. lettered marks, :mod:`ccu_vision.wordmarks`) as more classes."""
+        assert len(brand_list) == len(masks), (len(brand_list), len(masks))
+        self.brands = [*self.brands, *brand_list]
+        self.masks = [*self.masks, *masks]

@@ -446,6 +446,18 @@ def test_train_from_an_onnx_model_imprints_proxies(run: dict) -> None:
     assert any("resumed from" in line for line in lines) and not any("initialised" in line for line in lines)
 
 
+def test_lettered_marks_join_the_training_classes(run: dict, tmp_path: Path) -> None:
+    cfg_path = tmp_path / "lettered.json"
+    cfg_path.write_text(json.dumps({**TINY_CFG, "lettered_marks": 5}))
+    out = tmp_path / "run"
+    lines = _train(["--config", str(cfg_path), "--out", str(out), "--init", str(run["onnx"]), "--steps", "1"])
+    assert any(line.startswith("lettered marks: 5 in ") for line in lines), lines
+    assert any(f"proxies imprinted from {N_BRANDS + 5}" in line for line in lines), lines
+    assert _load(out / "last.pt")["proxies"].shape[0] == N_BRANDS + 5  # one proxy per drawing
+    lines = _train(["--config", str(cfg_path), "--out", str(out), "--resume", "--steps", "2"])  # same classes again
+    assert any("resumed from" in line for line in lines) and _load(out / "last.pt")["proxies"].shape[0] == N_BRANDS + 5
+
+
 # ----------------------------------------------------------------------------- weights
 
 

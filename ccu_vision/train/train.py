@@ -214,8 +214,15 @@ def main(argv: list[str] | None = None) -> int:
     from ..logos import MaskBank
 
     bank = MaskBank(train_brands)  # rendered once here, shared with the data worker by fork
+    if cfg.get("lettered_marks", 0):  # brand names in training fonts, alone or beside the symbol
+        from ..wordmarks import find_fonts, font_split, lettered_marks
+
+        fonts = font_split(find_fonts(), "train")
+        extra, extra_masks = lettered_marks(train_brands, bank.masks, fonts, int(cfg["lettered_marks"]), seed)
+        bank.extend(extra, extra_masks)
+        log.info("lettered marks: %d in %d training fonts", len(extra), len(fonts))
     model = build_model(cfg, out).to(dev).to(memory_format=torch.channels_last)
-    proxies = torch.nn.Parameter(torch.randn(len(train_brands), model.dim, device=dev) * 0.01)
+    proxies = torch.nn.Parameter(torch.randn(len(bank), model.dim, device=dev) * 0.01)
     ckpt = out / "last.pt"
     if cfg.get("init") and not (args.resume and ckpt.exists()):
         from ..logos import reference_color
