@@ -1,6 +1,6 @@
 """Score several exported models on one named evaluation draw, side by side, in one run.
 
-    python scripts/compare_models.py --set calib2 out/ccu-lite0-v7d.onnx ccu_vision/models/ccu-lite0-v5d.onnx
+    python scripts/compare_models.py --set calib2 out/ccu-lite0-v7d.onnx out/ccu-lite0-v5d.onnx
     python scripts/compare_models.py --set lettered-calib out/ccu-lite0-v7d.onnx out/ccu-lite0-v5d.onnx
 
 Sets (built under out/eval-<name> on first use from the photo folder; all on held-out brands):
