@@ -94,11 +94,15 @@ def render_svg(svg: str, size: int) -> Image.Image:
 
 def render_mask(brand: Brand, size: int = 128) -> np.ndarray:
     """The mark's alpha mask (float32 [h, w] in 0..1), trimmed to its bounding box."""
-    a = np.asarray(render_svg(brand.svg, size))[:, :, 3].astype(np.float32) / 255.0
-    ys, xs = np.nonzero(a > 0.02)
+    return trim_mask(np.asarray(render_svg(brand.svg, size))[:, :, 3].astype(np.float32) / 255.0)
+
+
+def trim_mask(mask: np.ndarray) -> np.ndarray:
+    """An alpha mask (float32, 0..1) cut to the bounding box of its ink (an 8x8 block when empty)."""
+    ys, xs = np.nonzero(mask > 0.02)
     if len(xs) == 0:
         return np.ones((8, 8), np.float32)
-    return a[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1].copy()
+    return mask[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1].astype(np.float32)
 
 
 def logo_rgba(mask: np.ndarray, color: tuple[int, int, int]) -> Image.Image:

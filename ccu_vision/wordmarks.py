@@ -6,7 +6,8 @@ drawings no icon pack holds) from fonts installed on the machine.
 
 Fonts are split like brands: a font is *held out* (evaluation only) when its file name names a
 serif face (``serif`` without ``sans``); every other text font, and Pillow's built-in face, may be
-used for training; math and symbol faces are not text faces and are skipped. So an evaluation lockup is an unseen brand name in an unseen typeface family.
+used for training; math and symbol faces are not text faces and are skipped. So an evaluation
+lockup is an unseen brand name in an unseen typeface family.
 Set ``CCU_FONTS`` (a folder, ``os.pathsep``-separated for several) to use other fonts.
 """
 
@@ -22,6 +23,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from .logos import Brand
+from .logos import trim_mask as trim
 
 log = logging.getLogger(__name__)
 
@@ -71,14 +73,6 @@ def _load_font(path: str | None, size: int) -> ImageFont.FreeTypeFont | ImageFon
     if path is None:
         return ImageFont.load_default(size=size)
     return ImageFont.truetype(path, size=size)
-
-
-def trim(mask: np.ndarray) -> np.ndarray:
-    """The mask cut to the bounding box of its ink (an 8x8 block when empty)."""
-    ys, xs = np.nonzero(mask > 0.02)
-    if len(xs) == 0:
-        return np.ones((8, 8), np.float32)
-    return mask[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1].astype(np.float32)
 
 
 def text_mask(text: str, font: str | None, size: int = TEXT_PX) -> np.ndarray:
