@@ -72,7 +72,10 @@ def font_split(fonts: list[str], split: str) -> list[str | None]:
 def _load_font(path: str | None, size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     if path is None:
         return ImageFont.load_default(size=size)
-    return ImageFont.truetype(path, size=size)
+    try:
+        return ImageFont.truetype(path, size=size)
+    except OSError as e:  # Pillow's message ("cannot open resource") does not name the file
+        raise ValueError(f"{path}: cannot load font ({e}); remove it or point CCU_FONTS elsewhere") from e
 
 
 def text_mask(text: str, font: str | None, size: int = TEXT_PX) -> np.ndarray:

@@ -53,6 +53,13 @@ def test_text_mask_is_trimmed_ink_and_grows_with_text() -> None:
     assert b.shape[1] > 2.5 * a.shape[1] and abs(a.shape[0] - b.shape[0]) <= 2
 
 
+def test_a_broken_font_file_is_named(tmp_path: Path) -> None:
+    bad = tmp_path / "Broken.ttf"
+    bad.write_bytes(b"not a font")
+    with pytest.raises(ValueError, match=r"Broken\.ttf: cannot load font"):
+        wm.text_mask("Brand", str(bad))
+
+
 def test_lockups_place_symbol_and_lettering_apart() -> None:
     text = wm.text_mask("Brand", None)
     icon = np.ones((30, 30), np.float32)
