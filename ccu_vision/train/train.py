@@ -221,10 +221,16 @@ def main(argv: list[str] | None = None) -> int:
         extra, extra_masks = lettered_marks(train_brands, bank.masks, fonts, int(cfg["lettered_marks"]), seed)
         bank.extend(extra, extra_masks)
         log.info("lettered marks: %d in %d training fonts", len(extra), len(fonts))
-    model = build_model(cfg, out).to(dev).to(memory_format=torch.channels_last)
-    proxies = torch.nn.Parameter(torch.randn(len(bank), model.dim, device=dev) * 0.01)
     ckpt = out / "last.pt"
-    if cfg.get("init") and not (args.resume and ckpt.exists()):
+    warm = bool(cfg.get("init")) and not (args.resume and ckpt.exists())
+    # every backbone weight comes from --init (or the checkpoint): no ImageNet file is needed or read
+    build_cfg = {**cfg, "weights": "none"} if cfg.get("init") else cfg
+    model = build_model(build_cfg, out).to(dev).to(memory_format=torch.channels_last)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its fastest kernels
+        log.info("device: %s", torch.cuda.get_device_name(dev))
+    proxies = torch.nn.Parameter(torch.randn(len(bank), model.dim, device=dev) * 0.01)
+    if warm:
         from ..logos import reference_color
         from .data import reference_canvas
         from .warmstart import imprint_proxies, load_onnx_weights
