@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=".device")
     ap.add_argument("--quality", type=int, default=75, help="WebP quality of the packed photos")
     ap.add_argument("--max-side", type=int, default=256, help="the training recipe's photo_max_side")
+    ap.add_argument("--no-wheels", action="store_true", help="skip the wheel download (photos and fonts only)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -48,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "--python-version",
            "3.12", "--implementation", "cp", *[a for p in PLATFORMS for a in ("--platform", p)],
            "-d", str(out / "whl"), *WHEELS]
-    subprocess.run(cmd, check=True)
+    if not args.no_wheels:
+        subprocess.run(cmd, check=True)
     fonts = [f for f in font_split(find_fonts(), "train") if f is not None]
     (out / "fonts").mkdir()
     for f in fonts:

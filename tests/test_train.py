@@ -446,6 +446,18 @@ def test_train_from_an_onnx_model_imprints_proxies(run: dict) -> None:
     assert any("resumed from" in line for line in lines) and not any("initialised" in line for line in lines)
 
 
+def test_init_needs_no_imagenet_weights(run: dict, tmp_path: Path) -> None:
+    """--init overwrites every backbone weight, so a machine without the ImageNet file can train on
+    (the GPU image has no efficientnet-lite0 package); without --init the missing file is named."""
+    cfg_path = tmp_path / "noweights.json"
+    cfg_path.write_text(json.dumps({**TINY_CFG, "weights": str(tmp_path / "absent.pth")}))
+    lines = _train(["--config", str(cfg_path), "--out", str(tmp_path / "warm"), "--init", str(run["onnx"]),
+                    "--steps", "1"])
+    assert any(line.startswith(f"initialised from {run['onnx']}") for line in lines), lines
+    with pytest.raises(FileNotFoundError, match=r"absent\.pth: weights file not found"):
+        _train(["--config", str(cfg_path), "--out", str(tmp_path / "cold"), "--steps", "1"])
+
+
 def test_lettered_marks_join_the_training_classes(run: dict, tmp_path: Path) -> None:
     cfg_path = tmp_path / "lettered.json"
     cfg_path.write_text(json.dumps({**TINY_CFG, "lettered_marks": 5}))
@@ -672,4 +684,5 @@ def test_calibrate_model_writes_thresholds(tmp_path: Path) -> None:
     assert after.fingerprint == before.fingerprint, "calibration must not force catalogs to re-embed"
     assert after.sha256 != before.sha256
     assert not list(tmp_path.glob("*.tmp.onnx"))
+
 
