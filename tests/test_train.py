@@ -686,3 +686,25 @@ def test_calibrate_model_writes_thresholds(tmp_path: Path) -> None:
     assert not list(tmp_path.glob("*.tmp.onnx"))
 
 
+
+def test_calibration_pools_several_draws(tmp_path: Path) -> None:
+    """Two draws give one threshold over all their queries: negatives add up, both configs are recorded,
+    and the pooled result does not depend on the order the draws are given in."""
+    cfg_a, cfg_b = EvalConfig.tiny(), replace(EvalConfig.tiny(), seed=5)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(evalset_mod, "find_photo_dir", lambda explicit=None: None)
+        a = build_eval_set(tmp_path / "a", cfg_a)
+        b = build_eval_set(tmp_path / "b", cfg_b)
+    th = {}
+    for name, sets in (("ab", [a, b]), ("ba", [b, a]), ("a", [a])):
+        model = make_tiny_model(tmp_path / f"{name}.onnx")
+        th[name] = calibrate_model(model, sets)["thresholds"]
+    assert th["ab"]["negatives"]["logo"] == 2 * (cfg_a.n_unregistered + cfg_a.n_clean)
+    assert th["ab"]["negatives"]["near_duplicate"] == 2 * cfg_a.n_lookalikes
+    assert th["ab"]["calibrated_on"] == [asdict(cfg_a), asdict(cfg_b)]
+    assert th["ba"]["calibrated_on"] == [asdict(cfg_b), asdict(cfg_a)]
+    for key in ("logo", "near_duplicate", "recall_at_threshold"):
+        assert th["ab"][key] == th["ba"][key]
+    assert th["a"]["calibrated_on"] == asdict(cfg_a)  # a single set keeps the single-config form
+    with pytest.raises(ValueError, match="no calibration set"):
+        calibrate_model(make_tiny_model(tmp_path / "none.onnx"), [])

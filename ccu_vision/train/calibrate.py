@@ -8,6 +8,9 @@ set (held-out brands, the photo folder's ``validation`` split) reach the target 
 positives and negatives, which a real dump does not share) - with 95 % confidence
 (``--fpr-confidence``): a one-sided Clopper-Pearson bound, so a 500-negative set may flag 1 of them,
 not the 5 an empirical 1 % quantile allows (whose true rate can be far above 1 %).
+Several ``--evalset`` draws (other brands, photos or mark kinds, all from held-out brands and the
+``validation`` photos) are pooled: one threshold over all their queries, so it reflects more than one
+draw of brands and photos (a threshold fitted to one draw can flag well above 1 % on another).
 They are written into the ONNX metadata (``ccu.thresholds``) together with the calibration
 numbers, so every catalog built with the model starts from them. Near-duplicate scores are
 calibrated with keypoint verification (:mod:`ccu_vision.verify`), whose settings are written into the
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -44,15 +48,29 @@ def _recall_at(truth: list[dict], ranked: list, task: str, threshold: float) -> 
     return float(np.mean(hit)) if hit else 0.0
 
 
-def calibrate_model(model: Path, evalset: Path, precision: float = 0.95,
+def calibrate_model(model: Path, evalset: Path | Sequence[Path], precision: float = 0.95,
                     verify: VerifyConfig | None = VerifyConfig(),  # noqa: B008 - frozen dataclass
                     max_fpr: float = 0.01, fpr_confidence: float | None = 0.95) -> dict:
-    """Compute thresholds on ``evalset`` and write them into ``model``; returns them with the calibration metrics."""
+    """Compute thresholds on ``evalset`` (one set, or several pooled) and write them into ``model``.
+
+    Returns the thresholds with the calibration metrics (of the pooled queries).
+    """
+    sets = [Path(evalset)] if isinstance(evalset, (str, Path)) else [Path(e) for e in evalset]
+    if not sets:
+        raise ValueError("no calibration set given")
     # the scoring the thresholds are calibrated for travels with them ("" = global descriptor only)
     set_thresholds(model, Embedder(model).info.thresholds, {"dup_verify": json.dumps(verify.to_dict()) if verify else ""})
     emb = Embedder(model)
-    truth = read_truth(evalset)
-    lr, dr, _ = rank_with_embedder(emb, evalset)
+    truth, lr, dr = [], [], []
+    for es in sets:  # each set is ranked against its own references; the top-1 scores are pooled
+        t = read_truth(es)
+        lr_i, dr_i, _ = rank_with_embedder(emb, es)
+        assert len(lr_i) == sum(r["task"] == "logo" for r in t) and len(dr_i) == sum(r["task"] == "dup" for r in t)
+        truth += t
+        lr += lr_i
+        dr += dr_i
+        log.info("%s: %d logo and %d near-duplicate queries", es, len(lr_i), len(dr_i))
+    configs = [json.loads((es / "set.json").read_text())["config"] for es in sets]
     lm, dm = logo_metrics(truth, lr, precision=precision), dup_metrics(truth, dr, precision=precision)
     # precision on a calibration set depends on its mix of positives and negatives, which a real dump
     # does not share; so a threshold must also keep the negatives' flag rate at or below max_fpr
@@ -70,7 +88,7 @@ def calibrate_model(model: Path, evalset: Path, precision: float = 0.95,
         "max_fpr": max_fpr,
         "fpr_confidence": fpr_confidence,
         "negatives": {"logo": len(logo_neg), "near_duplicate": len(dup_neg)},
-        "calibrated_on": json.loads((evalset / "set.json").read_text())["config"],
+        "calibrated_on": configs[0] if len(configs) == 1 else configs,
         "recall_at_threshold": {"logo": round(_recall_at(truth, lr, "logo", th_logo), 4),
                                 "near_duplicate": round(_recall_at(truth, dr, "dup", th_dup), 4)},
     }
@@ -84,7 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="ccu-vision calibrate", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True, type=Path)
-    ap.add_argument("--evalset", type=Path, default=Path("out/eval-calib"))
+    ap.add_argument("--evalset", type=Path, action="append",
+                    help="calibration set folder (default out/eval-calib; a single set is built if missing); "
+                    "repeat to pool several draws, which must exist")
     ap.add_argument("--photos", help="photo folder for building the calibration set if missing")
     ap.add_argument("--precision", type=float, default=0.95)
     ap.add_argument("--max-fpr", type=float, default=0.01, help="largest share of negatives a threshold may flag")
@@ -95,8 +115,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="score near-duplicates by the global descriptor alone (no windows, no keypoints)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    build_eval_set(args.evalset, CALIB_CONFIG, args.photos)
-    res = calibrate_model(args.model, args.evalset, args.precision, None if args.no_verify else VerifyConfig(),
+    sets = args.evalset or [Path("out/eval-calib")]
+    if len(sets) == 1:  # one set: built with the calibration recipe when missing
+        build_eval_set(sets[0], CALIB_CONFIG, args.photos)
+    for es in sets:
+        if not (es / "set.json").is_file():
+            ap.error(f"{es}: not an evaluation set (no set.json); build it first (ccu_vision.evalset)")
+    res = calibrate_model(args.model, sets, args.precision, None if args.no_verify else VerifyConfig(),
                           args.max_fpr, args.fpr_confidence or None)
     print(json.dumps(res["thresholds"], indent=2))
     lm, dm = res["logo"], res["dup"]
