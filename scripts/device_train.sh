@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Train on a lent accelerator machine over the folder scripts/device_pack.py wrote (.device/, carried).
 #
-#   bash scripts/device_train.sh --init ccu_vision/models/ccu-lite0-v7d.onnx \
+#   bash scripts/device_train.sh --init out/ccu-lite0-v7d.onnx \
 #        --config ccu_vision/train/gpu-lettered.json
 #
 # It installs the packed wheels into /tmp/site (that machine's image has torch, timm, onnx, pillow and
