@@ -46,11 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     if out.exists():
         shutil.rmtree(out)
     (out / "whl").mkdir(parents=True)
-    cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "--python-version",
-           "3.12", "--implementation", "cp", *[a for p in PLATFORMS for a in ("--platform", p)],
-           "-d", str(out / "whl"), *WHEELS]
     if not args.no_wheels:
-        subprocess.run(cmd, check=True)
+        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
+                        "--python-version", "3.12", "--implementation", "cp",
+                        *[a for p in PLATFORMS for a in ("--platform", p)], "-d", str(out / "whl"), *WHEELS],
+                       check=True)
     fonts = [f for f in font_split(find_fonts(), "train") if f is not None]
     (out / "fonts").mkdir()
     for f in fonts:
