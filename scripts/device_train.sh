@@ -22,6 +22,7 @@ python3 -c "import torch, timm, onnx, PIL, numpy; print('torch', torch.__version
 nproc
 status=0
 python3 -m ccu_vision train --photos .device/photos --out "$RUN" --device "$DEVICE" "$@" || status=$?
+if [ ! -f "$RUN/last.pt" ]; then echo "$RUN: training left no checkpoint (exit $status)" >&2; exit $(( status ? status : 1 )); fi
 python3 - "$RUN" "$OUT" <<'PY'
 import shutil, sys
 from pathlib import Path
