@@ -446,6 +446,50 @@ def test_train_from_an_onnx_model_imprints_proxies(run: dict) -> None:
     assert any("resumed from" in line for line in lines) and not any("initialised" in line for line in lines)
 
 
+def test_interpolation_runs_between_the_init_file_and_the_fine_tune(run: dict, tmp_path: Path) -> None:
+    """WiSE-FT: alpha 0 computes what the --init file computes, alpha 1 is the fine-tune, 0.5 the midpoint;
+    the output folder is a run folder export reads, with the command appended to train_command."""
+    import onnxruntime as ort
+
+    from ccu_vision.train import interpolate as interp_mod
+
+    warm = tmp_path / "warm"
+    _train(["--config", str(run["cfg_path"]), "--out", str(warm), "--init", str(run["onnx"]), "--steps", "1"])
+    tuned = _load(warm / "last.pt")["model"]
+    ends = {}
+    for alpha in (0.0, 0.5, 1.0):
+        out = tmp_path / f"a{alpha}"
+        assert interp_mod.main(["--run", str(warm), "--alpha", str(alpha), "--out", str(out)]) == 0
+        ends[alpha] = _load(out / "last.pt")["model"]
+        cfg = json.loads((out / "config.json").read_text())
+        assert cfg["interpolated"]["alpha"] == alpha and cfg["interpolated"]["init"] == str(run["onnx"])
+        assert cfg["train_command"].endswith(f"--alpha {alpha:g} --out {out}")
+    moved = [k for k in tuned if tuned[k].is_floating_point() and not torch.equal(ends[0.0][k], tuned[k])]
+    assert moved, "one training step must move some weight"
+    for k in tuned:
+        assert torch.equal(ends[1.0][k], tuned[k])
+        if tuned[k].is_floating_point():
+            assert torch.allclose(ends[0.5][k], (ends[0.0][k] + tuned[k]) / 2, atol=1e-6)
+    # alpha 0 reproduces the init file's output
+    cfg = json.loads((tmp_path / "a0.0" / "config.json").read_text())
+    model = train_mod.build_model({**cfg, "weights": "none"}, run["base"]).eval()
+    model.load_state_dict(ends[0.0])
+    canv = np.stack([letterbox(im, 96)[0] for im in _images(2, seed=12)])
+    mean = std = (0.5, 0.5, 0.5)
+    sess = ort.InferenceSession(str(run["onnx"]), providers=["CPUExecutionProvider"])
+    (want,) = sess.run(["local"], {"image": normalize(canv, mean, std)})
+    assert np.abs(_torch_local(model, canv, mean, std) - want).max() <= 1e-4 * max(1.0, float(np.abs(want).max()))
+    # refusals name the problem
+    with pytest.raises(ValueError, match=r"alpha must be in \[0, 1\]"):
+        interp_mod.interpolate_run(warm, tmp_path / "x", 1.5)
+    with pytest.raises(ValueError, match="must differ from the run folder"):
+        interp_mod.interpolate_run(warm, warm, 0.5)
+    with pytest.raises(ValueError, match=r"did not start from an ONNX model"):
+        interp_mod.interpolate_run(run["out"], tmp_path / "y", 0.5)
+    with pytest.raises(ValueError, match="shape"):
+        interp_mod.interpolate_state({"w": torch.zeros(2)}, {"w": torch.zeros(3)}, 0.5)
+
+
 def test_init_needs_no_imagenet_weights(run: dict, tmp_path: Path) -> None:
     """--init overwrites every backbone weight, so a machine without the ImageNet file can train on
     (the GPU image has no efficientnet-lite0 package); without --init the missing file is named."""
