@@ -351,6 +351,18 @@ class Embedder:
         self._whiten = self._load_whitening()
         self.verify = self.info.verify
 
+    def set_query_size(self, size: int) -> None:
+        """Letterbox photos to ``size`` px instead of the file's query size (a multiple of the stride).
+
+        For measurement only: the file's calibrated thresholds and a catalog's pinned fingerprint
+        belong to the file's own query size.
+        """
+        if size <= 0 or size % self.stride:
+            raise ModelError(f"{self.info.path}: query size {size} is not a positive multiple of the stride {self.stride}")
+        self.query_size = int(size)
+        self.grid = feature_grid(self.query_size, self.stride)
+        self._windows = region_windows(self.grid, self.info.preprocess["region_scales"])
+
     @property
     def dim(self) -> int:
         return self.info.embed_dim

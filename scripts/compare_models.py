@@ -4,6 +4,7 @@
     python scripts/compare_models.py --set lettered-calib out/ccu-lite0-v7d.onnx out/ccu-lite0-v5d.onnx
 
 Sets (built under out/eval-<name> on first use from the photo folder; all on held-out brands):
+  calib           the calibration split (as ``python -m ccu_vision.train.calibrate`` builds it)
   calib2          icons, validation photos, seed 778: 1,200 positives, 2,000 negatives (larger calibration draw)
   lettered-calib  lettered marks (brand names in held-out serif fonts, alone or with the symbol), validation photos
   lettered-test   the same on test photos and another seed (read once, after a decision)
@@ -21,6 +22,7 @@ from ccu_vision.evalset import EvalConfig, build_eval_set, read_truth
 from ccu_vision.evaluate import dup_metrics, logo_metrics, rank_with_embedder
 
 SETS = {
+    "calib": EvalConfig(split="validation", seed=777, n_products=120, n_lookalikes=150),  # out/eval-calib
     "calib2": EvalConfig(split="validation", seed=778, n_brands=300, pos_per_brand=4, n_unregistered=1200,
                          n_clean=800, n_products=120, n_lookalikes=150),
     "lettered-calib": EvalConfig(split="validation", seed=779, n_brands=300, pos_per_brand=2, n_unregistered=300,
@@ -34,17 +36,22 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--set", required=True, choices=sorted(SETS))
     ap.add_argument("--photos", default="../shared/datasets/clothing-dataset-small")
+    ap.add_argument("--query-size", type=int, action="append",
+                    help="score at this query size instead of the file's (repeatable: one line per size)")
     ap.add_argument("models", nargs="+")
     args = ap.parse_args()
     t = time.time()
     root = build_eval_set(f"out/eval-{args.set}", SETS[args.set], args.photos)
     print("set", root, round(time.time() - t), "s", flush=True)
     truth = read_truth(root)
-    for m in args.models:
+    for m, size in [(m, q) for m in args.models for q in (args.query_size or [None])]:
         t = time.time()
-        lr, dr, _ = rank_with_embedder(Embedder(m), root)
+        emb = Embedder(m)
+        if size is not None:
+            emb.set_query_size(size)
+        lr, dr, _ = rank_with_embedder(emb, root)
         lm, dm = logo_metrics(truth, lr), dup_metrics(truth, dr)
-        print(m, json.dumps({k: round(lm[k], 4) for k in ("recall@1", "recall@5", "ap", "tpr@0.01fpr")}),
+        print(m, f"query {emb.query_size}", json.dumps({k: round(lm[k], 4) for k in ("recall@1", "recall@5", "ap", "tpr@0.01fpr")}),
               "ci", json.dumps(lm["ci95"]), "muap", round(dm["muap"], 4), round(time.time() - t), "s", flush=True)
 
 

@@ -314,6 +314,22 @@ def test_embed_photos_shapes_norms_and_boxes(emb: Embedder) -> None:
     assert emb.embed_photos([]) == []
 
 
+
+def test_query_size_override_for_measurement(model_path: Path) -> None:
+    """set_query_size letterboxes to another multiple of the stride: a finer grid, more regions, boxes
+    still in photo pixels; a size off the stride is refused naming the file."""
+    im = _photo(128, 128, 5)
+    emb = Embedder(model_path)
+    base = emb.embed_photos([im])[0]
+    emb.set_query_size(192)
+    assert emb.query_size == 192 and emb.grid == 12
+    big = emb.embed_photos([im])[0]
+    assert len(big.regions) == len(region_windows(12, [1, 2, 3])) > len(base.regions)
+    assert big.boxes.max() <= 128 + 1e-3 and emb.photo_canvases([im])[0].shape == (1, 192, 192, 3)
+    with pytest.raises(ModelError, match=r"tiny\.onnx: query size 100 is not a positive multiple of the stride 16"):
+        emb.set_query_size(100)
+    assert emb.query_size == 192, "a refused size changes nothing"
+
 def test_identical_images_embed_identically(emb: Embedder) -> None:
     a = _photo(150, 110, 7)
     b = a.copy()
