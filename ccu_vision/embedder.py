@@ -351,17 +351,22 @@ class Embedder:
         self._whiten = self._load_whitening()
         self.verify = self.info.verify
 
-    def set_query_size(self, size: int) -> None:
-        """Letterbox photos to ``size`` px instead of the file's query size (a multiple of the stride).
+    def set_layout(self, query_size: int | None = None, region_scales: Sequence[int] | None = None) -> None:
+        """Letterbox photos to ``query_size`` px (a multiple of the stride) and/or pool regions of
+        ``region_scales`` cells instead of the file's own settings.
 
         For measurement only: the file's calibrated thresholds and a catalog's pinned fingerprint
-        belong to the file's own query size.
+        belong to the file's own settings.
         """
+        size = self.query_size if query_size is None else int(query_size)
         if size <= 0 or size % self.stride:
             raise ModelError(f"{self.info.path}: query size {size} is not a positive multiple of the stride {self.stride}")
-        self.query_size = int(size)
-        self.grid = feature_grid(self.query_size, self.stride)
-        self._windows = region_windows(self.grid, self.info.preprocess["region_scales"])
+        scales = list(self.info.preprocess["region_scales"] if region_scales is None else region_scales)
+        if not scales or any(int(k) < 1 for k in scales):
+            raise ModelError(f"{self.info.path}: region scales {scales} must be positive cell counts")
+        grid = feature_grid(size, self.stride)
+        self.query_size, self.grid = size, grid
+        self._windows = region_windows(grid, [int(k) for k in scales])
 
     @property
     def dim(self) -> int:

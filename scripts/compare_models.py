@@ -38,20 +38,23 @@ def main() -> None:
     ap.add_argument("--photos", default="../shared/datasets/clothing-dataset-small")
     ap.add_argument("--query-size", type=int, action="append",
                     help="score at this query size instead of the file's (repeatable: one line per size)")
+    ap.add_argument("--region-scales", action="append",
+                    help="pool regions of these cell sizes instead of the file's, e.g. 1,2,3,4,5 (repeatable)")
     ap.add_argument("models", nargs="+")
     args = ap.parse_args()
     t = time.time()
     root = build_eval_set(f"out/eval-{args.set}", SETS[args.set], args.photos)
     print("set", root, round(time.time() - t), "s", flush=True)
     truth = read_truth(root)
-    for m, size in [(m, q) for m in args.models for q in (args.query_size or [None])]:
+    scales = [[int(k) for k in r.split(",")] for r in args.region_scales] if args.region_scales else [None]
+    runs = [(m, q, r) for m in args.models for q in (args.query_size or [None]) for r in scales]
+    for m, size, regions in runs:
         t = time.time()
         emb = Embedder(m)
-        if size is not None:
-            emb.set_query_size(size)
+        emb.set_layout(size, regions)
         lr, dr, _ = rank_with_embedder(emb, root)
         lm, dm = logo_metrics(truth, lr), dup_metrics(truth, dr)
-        print(m, f"query {emb.query_size}", json.dumps({k: round(lm[k], 4) for k in ("recall@1", "recall@5", "ap", "tpr@0.01fpr")}),
+        print(m, f"query {emb.query_size} regions {regions or 'file'}", json.dumps({k: round(lm[k], 4) for k in ("recall@1", "recall@5", "ap", "tpr@0.01fpr")}),
               "ci", json.dumps(lm["ci95"]), "muap", round(dm["muap"], 4), round(time.time() - t), "s", flush=True)
 
 

@@ -315,20 +315,27 @@ def test_embed_photos_shapes_norms_and_boxes(emb: Embedder) -> None:
 
 
 
-def test_query_size_override_for_measurement(model_path: Path) -> None:
-    """set_query_size letterboxes to another multiple of the stride: a finer grid, more regions, boxes
-    still in photo pixels; a size off the stride is refused naming the file."""
+def test_layout_override_for_measurement(model_path: Path) -> None:
+    """set_layout letterboxes to another multiple of the stride (a finer grid, more regions, boxes still
+    in photo pixels) and pools other region sizes; bad values are refused naming the file."""
     im = _photo(128, 128, 5)
     emb = Embedder(model_path)
     base = emb.embed_photos([im])[0]
-    emb.set_query_size(192)
+    emb.set_layout(query_size=192)
     assert emb.query_size == 192 and emb.grid == 12
     big = emb.embed_photos([im])[0]
     assert len(big.regions) == len(region_windows(12, [1, 2, 3])) > len(base.regions)
     assert big.boxes.max() <= 128 + 1e-3 and emb.photo_canvases([im])[0].shape == (1, 192, 192, 3)
+    emb.set_layout(region_scales=[1, 2, 3, 5])  # the query size set before is kept
+    wide = emb.embed_photos([im])[0]
+    assert emb.query_size == 192 and len(wide.regions) == len(region_windows(12, [1, 2, 3, 5]))
+    assert np.allclose(wide.regions[: len(big.regions)], big.regions, atol=1e-6), "the shared windows come first, unchanged"
     with pytest.raises(ModelError, match=r"tiny\.onnx: query size 100 is not a positive multiple of the stride 16"):
-        emb.set_query_size(100)
-    assert emb.query_size == 192, "a refused size changes nothing"
+        emb.set_layout(query_size=100)
+    with pytest.raises(ModelError, match=r"tiny\.onnx: region scales \[0, 2\] must be positive"):
+        emb.set_layout(region_scales=[0, 2])
+    assert emb.query_size == 192 and len(emb.embed_photos([im])[0].regions) == len(wide.regions), \
+        "a refused layout changes nothing"
 
 def test_identical_images_embed_identically(emb: Embedder) -> None:
     a = _photo(150, 110, 7)
