@@ -1,0 +1,70 @@
+"""Logo metrics for several region/crop weightings of the two-stage logo score, from one scoring pass.
+
+    python scripts/score_combination.py --set calib
+    python scripts/score_combination.py --set calib2 --weights 0.5,0.75
+
+The shipped score is ``0.5 * region + 0.5 * crop`` (``ccu_vision.embedder.combine_logo_scores``);
+``w`` here is the crop's weight. Regions, crops and views are exactly the scan's
+(``dense_logo_scores`` with the two stages kept apart). Sets as in ``compare_models.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from compare_models import SETS  # scripts/ is on sys.path when run as a script
+from PIL import Image
+
+from ccu_vision.embedder import REFINE_CROPS, Embedder, best_per_reference
+from ccu_vision.evalset import build_eval_set, read_truth
+from ccu_vision.evaluate import logo_metrics
+
+
+def stage_scores(emb: Embedder, root: Path, batch: int = 32) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Per logo query, every reference's best region and best crop similarity ([Q, N] each)."""
+    slugs = sorted(p.stem for p in (root / "logos").glob("*.png"))
+    views = emb.embed_logo_views([Image.open(root / "logos" / f"{s}.png") for s in slugs])
+    refs = np.concatenate(views)
+    owner = np.concatenate([np.full(len(v), i) for i, v in enumerate(views)])
+    rows = [t for t in read_truth(root) if t["task"] == "logo"]
+    region, crop = [], []
+    for i in range(0, len(rows), batch):
+        ims = [Image.open(root / t["query"]).convert("RGB") for t in rows[i : i + batch]]
+        for e in emb.embed_photos(ims):
+            sim = e.regions @ refs.T
+            r_best, _ = best_per_reference(sim, owner, len(slugs))
+            assert e.can_refine, "the shipped model re-embeds crops"
+            top = np.argsort(-sim.max(1), kind="stable")[:REFINE_CROPS]
+            c_best, _ = best_per_reference(e.crops(top) @ refs.T, owner, len(slugs))
+            region.append(r_best)
+            crop.append(c_best)
+    return slugs, np.stack(region), np.stack(crop)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--set", required=True, choices=sorted(SETS))
+    ap.add_argument("--photos", default="../shared/datasets/clothing-dataset-small")
+    ap.add_argument("--model", default="ccu_vision/models/ccu-lite0-v8d.onnx")
+    ap.add_argument("--weights", default="0,0.25,0.5,0.75,1", help="crop weights, comma-separated")
+    args = ap.parse_args()
+    root = build_eval_set(f"out/eval-{args.set}", SETS[args.set], args.photos)
+    truth = read_truth(root)
+    t = time.time()
+    slugs, region, crop = stage_scores(Embedder(args.model), root)
+    print("set", root, "model", args.model, "scored in", round(time.time() - t), "s", flush=True)
+    for w in (float(x) for x in args.weights.split(",")):
+        score = (1 - w) * region + w * crop
+        order = np.argsort(-score, axis=1, kind="stable")[:, :10]
+        ranked = [[(slugs[j], float(s[j])) for j in o] for s, o in zip(score, order)]
+        lm = logo_metrics(truth, ranked)
+        print(f"crop weight {w:g}", json.dumps({k: round(lm[k], 4) for k in ("recall@1", "recall@5", "ap", "tpr@0.01fpr")}),
+              "ci", json.dumps(lm["ci95"]), flush=True)
+
+
+if __name__ == "__main__":
+    main()
