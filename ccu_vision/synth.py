@@ -75,6 +75,36 @@ def warp_mask(mask: np.ndarray, size: int, rng: np.random.Generator, max_rot: fl
     return a[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
 
 
+def redraw_mask(mask: np.ndarray, rng: np.random.Generator, max_shear: float = 0.3) -> np.ndarray:
+    """Another drawing of the same mark: bolder or lighter strokes and a slant (alpha mask in, alpha out).
+
+    Stands in for the drawings a model never saw (another typeface weight, an italic cut, a
+    re-traced logo): with probability 0.35 the strokes thicken (3 px max filter), 0.25 they
+    thin (3 px min filter, skipped when it would remove more than half the ink), otherwise they
+    stay; then a horizontal shear of up to ``max_shear``. The result is cropped to its ink.
+    """
+    m = Image.fromarray((np.clip(mask, 0, 1) * 255).astype(np.uint8), "L")
+    m = ImageOps.expand(m, 4, 0)
+    r = rng.random()
+    if r < 0.35:
+        m = m.filter(ImageFilter.MaxFilter(3))
+    elif r < 0.6:
+        thin = m.filter(ImageFilter.MinFilter(3))
+        if np.asarray(thin, np.float32).sum() >= 0.5 * np.asarray(m, np.float32).sum():
+            m = thin
+    sh = float(rng.uniform(-max_shear, max_shear))
+    w, h = m.size
+    extra = int(math.ceil(abs(sh) * h))
+    # output x = input x + sh * (y - h/2): PIL's affine maps output to input, so its data is the inverse
+    m = m.transform((w + extra, h), Image.Transform.AFFINE, (1, sh, -extra / 2 - sh * h / 2, 0, 1, 0),
+                    Image.Resampling.BILINEAR)
+    a = np.asarray(m, np.float32) / 255.0
+    ys, xs = np.nonzero(a > 0.05)
+    if len(xs) == 0:
+        return mask
+    return a[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+
+
 def _perspective_coeffs(pa, pb):
     A = []
     for (x, y), (u, v) in zip(pa, pb):

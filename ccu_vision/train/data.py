@@ -35,6 +35,7 @@ class DataConfig:
     distractor_p: float = 0.35
     chrome_p: float = 0.25
     mark_crops: bool = False  # also return the scanner's second-stage view: a square crop around the mark (ref_size)
+    redraw_p: float = 0.0  # share of query marks drawn differently from their reference (synth.redraw_mask)
 
 
 def mark_crop(img: np.ndarray, box: tuple[float, float, float, float], size: int,
@@ -115,7 +116,10 @@ class BatchMaker:
             if j != label:
                 photo, _ = synth.place_mark(photo, self.bank.masks[j], max(12, size // 2), rng,
                                             self.bank.brands[j].rgb, texture=tex)
-        img, pl = synth.place_mark(photo, self.bank.masks[label], size, rng, brand.rgb, texture=tex)
+        mask = self.bank.masks[label]
+        if cfg.redraw_p and rng.random() < cfg.redraw_p:  # the reference stays the brand's own drawing
+            mask = synth.redraw_mask(mask, rng)
+        img, pl = synth.place_mark(photo, mask, size, rng, brand.rgb, texture=tex)
         pim = Image.fromarray(img)
         if rng.random() < cfg.chrome_p:
             pim = synth.listing_chrome(pim, rng)
