@@ -108,6 +108,43 @@ def test_warp_mask_size_and_range() -> None:
     assert abs(max(flat.shape) - 30) <= 6
 
 
+
+def test_redraw_mask_changes_strokes_and_slant_but_keeps_the_mark() -> None:
+    """Another drawing of the same mark: bolder, lighter or unchanged strokes, slanted; same height,
+    ink never more than halved, deterministic for a seed."""
+    thick = _ring_mask(64)  # 16-px strokes: thinning applies
+    base_ink, (h, w) = float(thick.sum()), thick.shape
+    rng = np.random.default_rng(0)
+    inks, widths = [], []
+    for _ in range(60):
+        r = synth.redraw_mask(thick, rng)
+        assert r.dtype == np.float32 and r.min() >= 0 and r.max() <= 1
+        assert abs(r.shape[0] - h) <= 2, "a horizontal shear keeps the height"
+        inks.append(float(r.sum()) / base_ink)
+        widths.append(r.shape[1])
+    inks = np.asarray(inks)
+    assert (inks > 1.1).any() and (inks < 0.92).any() and (np.abs(inks - 1) < 0.05).any(), inks
+    assert inks.min() >= 0.5
+    assert max(widths) >= w + 5, "slanted cuts are wider"
+    a = synth.redraw_mask(thick, np.random.default_rng(5))
+    b = synth.redraw_mask(thick, np.random.default_rng(5))
+    assert np.array_equal(a, b)
+    hair = np.zeros((40, 40), np.float32)
+    hair[5:35, 20] = 1.0  # 1-px stroke: thinning would erase it
+    for seed in range(20):
+        assert synth.redraw_mask(hair, np.random.default_rng(seed)).sum() >= 0.5 * hair.sum()
+    # the slant is a shear about the middle row: a vertical bar becomes a diagonal
+    bar = np.zeros((60, 20), np.float32)
+    bar[:, 8:12] = 1.0
+    rng = np.random.default_rng(1)
+    offsets = []
+    for _ in range(20):
+        r = synth.redraw_mask(bar, rng, max_shear=0.3)
+        offsets.append(np.nonzero(r[2] > 0.5)[0].mean() - np.nonzero(r[-3] > 0.5)[0].mean())
+    offsets = np.asarray(offsets)
+    assert np.abs(offsets).max() <= 0.3 * 60 + 3 and np.abs(offsets).max() > 8
+    assert (offsets > 3).any() and (offsets < -3).any(), "slants both ways"
+
 # ----------------------------------------------------------------------------- chrome and effects
 
 

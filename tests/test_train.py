@@ -675,6 +675,26 @@ def test_mark_crops_frame_the_mark_like_the_scanners_crop_stage(maker: BatchMake
     assert "mark_crop" not in maker.batch(), "off unless the config asks for it"
 
 
+def test_redrawn_marks_only_when_asked(maker: BatchMaker, monkeypatch: pytest.MonkeyPatch) -> None:
+    """redraw_p draws that share of query marks with synth.redraw_mask (the reference is untouched);
+    0 (the default, every earlier recipe) never calls it."""
+    calls: list[np.ndarray] = []
+    real = synth.redraw_mask
+
+    def spy(mask, rng, **kw):
+        calls.append(mask)
+        return real(mask, rng, **kw)
+
+    monkeypatch.setattr(synth, "redraw_mask", spy)
+    maker.batch()
+    assert not calls
+    always = BatchMaker(replace(maker.cfg, redraw_p=1.0), maker.bank, maker.photos, ["a", "b"] * 4, seed=0)
+    b = always.batch()
+    assert len(calls) == maker.cfg.logos_per_batch
+    assert all(any(m is bank_mask for bank_mask in maker.bank.masks) for m in calls), "redraws start from the bank's own mask"
+    ref_only = BatchMaker(maker.cfg, maker.bank, maker.photos, ["a", "b"] * 4, seed=0).batch()
+    assert b["ref"].shape == ref_only["ref"].shape
+
 def test_best_window_and_background_windows() -> None:
     wins = region_windows(4, [1, 2, 3])
     rng = np.random.default_rng(0)
