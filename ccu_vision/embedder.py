@@ -247,6 +247,21 @@ def best_per_reference(sim: np.ndarray, owner: np.ndarray, n: int) -> tuple[np.n
     return best, arg
 
 
+def logo_stage_scores(photo: PhotoEmbedding, refs: np.ndarray, owner: np.ndarray | None = None,
+                      n_crops: int = REFINE_CROPS) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """The two stages of :func:`dense_logo_scores` kept apart: ([n_refs] best region similarity,
+    [n_refs] best crop similarity or None when there is no crop stage, [n_refs] index of the best region)."""
+    owner = np.arange(len(refs)) if owner is None else np.asarray(owner)
+    n = int(owner.max()) + 1 if len(owner) else 0
+    sim = photo.regions @ refs.T  # [R, V]
+    region_best, best_region = best_per_reference(sim, owner, n)
+    if not photo.can_refine or n_crops <= 0 or len(refs) == 0:
+        return region_best, None, best_region
+    top = np.argsort(-sim.max(1), kind="stable")[:n_crops]
+    crop_best, _ = best_per_reference(photo.crops(top) @ refs.T, owner, n)
+    return region_best, crop_best, best_region
+
+
 def dense_logo_scores(photo: PhotoEmbedding, refs: np.ndarray, owner: np.ndarray | None = None,
                       n_crops: int = REFINE_CROPS) -> tuple[np.ndarray, np.ndarray]:
     """Exact two-stage logo scores of one photo against every reference (the scan's formula).
@@ -257,14 +272,9 @@ def dense_logo_scores(photo: PhotoEmbedding, refs: np.ndarray, owner: np.ndarray
     each reference's best crop similarity over its views is taken, and the two are combined.
     Returns ([n_refs] scores, [n_refs] index of the best region).
     """
-    owner = np.arange(len(refs)) if owner is None else np.asarray(owner)
-    n = int(owner.max()) + 1 if len(owner) else 0
-    sim = photo.regions @ refs.T  # [R, V]
-    region_best, best_region = best_per_reference(sim, owner, n)
-    if not photo.can_refine or n_crops <= 0 or len(refs) == 0:
+    region_best, crop_best, best_region = logo_stage_scores(photo, refs, owner, n_crops)
+    if crop_best is None:
         return region_best, best_region
-    top = np.argsort(-sim.max(1), kind="stable")[:n_crops]
-    crop_best, _ = best_per_reference(photo.crops(top) @ refs.T, owner, n)
     return combine_logo_scores(region_best, crop_best), best_region
 
 

@@ -5,7 +5,7 @@
 
 The shipped score is ``0.5 * region + 0.5 * crop`` (``ccu_vision.embedder.combine_logo_scores``);
 ``w`` here is the crop's weight. Regions, crops and views are exactly the scan's
-(``dense_logo_scores`` with the two stages kept apart). Sets as in ``compare_models.py``.
+(``logo_stage_scores``, the two stages of ``dense_logo_scores`` kept apart). Sets as in ``compare_models.py``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy as np
 from compare_models import SETS  # scripts/ is on sys.path when run as a script
 from PIL import Image
 
-from ccu_vision.embedder import REFINE_CROPS, Embedder, best_per_reference
+from ccu_vision.embedder import Embedder, logo_stage_scores
 from ccu_vision.evalset import build_eval_set, read_truth
 from ccu_vision.evaluate import logo_metrics
 
@@ -35,11 +35,8 @@ def stage_scores(emb: Embedder, root: Path, batch: int = 32) -> tuple[list[str],
     for i in range(0, len(rows), batch):
         ims = [Image.open(root / t["query"]).convert("RGB") for t in rows[i : i + batch]]
         for e in emb.embed_photos(ims):
-            sim = e.regions @ refs.T
-            r_best, _ = best_per_reference(sim, owner, len(slugs))
-            assert e.can_refine, "the shipped model re-embeds crops"
-            top = np.argsort(-sim.max(1), kind="stable")[:REFINE_CROPS]
-            c_best, _ = best_per_reference(e.crops(top) @ refs.T, owner, len(slugs))
+            r_best, c_best, _ = logo_stage_scores(e, refs, owner)
+            assert c_best is not None, "the shipped model re-embeds crops"
             region.append(r_best)
             crop.append(c_best)
     return slugs, np.stack(region), np.stack(crop)

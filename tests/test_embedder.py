@@ -314,7 +314,6 @@ def test_embed_photos_shapes_norms_and_boxes(emb: Embedder) -> None:
     assert emb.embed_photos([]) == []
 
 
-
 def test_layout_override_for_measurement(model_path: Path) -> None:
     """set_layout letterboxes to another multiple of the stride (a finer grid, more regions, boxes still
     in photo pixels) and pools other region sizes; bad values are refused naming the file."""
@@ -336,6 +335,7 @@ def test_layout_override_for_measurement(model_path: Path) -> None:
         emb.set_layout(region_scales=[0, 2])
     assert emb.query_size == 192 and len(emb.embed_photos([im])[0].regions) == len(wide.regions), \
         "a refused layout changes nothing"
+
 
 def test_identical_images_embed_identically(emb: Embedder) -> None:
     a = _photo(150, 110, 7)

@@ -108,7 +108,6 @@ def test_warp_mask_size_and_range() -> None:
     assert abs(max(flat.shape) - 30) <= 6
 
 
-
 def test_redraw_mask_changes_strokes_and_slant_but_keeps_the_mark() -> None:
     """Another drawing of the same mark: bolder, lighter or unchanged strokes, slanted; same height,
     ink never more than halved, deterministic for a seed."""
@@ -144,6 +143,7 @@ def test_redraw_mask_changes_strokes_and_slant_but_keeps_the_mark() -> None:
     offsets = np.asarray(offsets)
     assert np.abs(offsets).max() <= 0.3 * 60 + 3 and np.abs(offsets).max() > 8
     assert (offsets > 3).any() and (offsets < -3).any(), "slants both ways"
+
 
 # ----------------------------------------------------------------------------- chrome and effects
 
