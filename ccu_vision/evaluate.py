@@ -200,6 +200,16 @@ def dup_metrics(truth: list[dict], ranked: list[Ranked], precision: float = 0.95
 # --------------------------------------------------------------------------- ccu-vision / any Embedder
 
 
+def eval_references(embedder, root: str | Path) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """An evaluation set's registered logos as the scan indexes them: (slugs, reference vectors [V, D]
+    over every logo's views, owner [V] = index into slugs)."""
+    root = Path(root)
+    slugs = sorted(p.stem for p in (root / "logos").glob("*.png"))
+    views = embedder.embed_logo_views([Image.open(root / "logos" / f"{s}.png") for s in slugs])
+    owner = np.concatenate([np.full(len(v), i) for i, v in enumerate(views)])
+    return slugs, np.concatenate(views), owner
+
+
 def rank_with_embedder(embedder, root: str | Path, k: int = 10, batch: int = 32) -> tuple[list[Ranked], list[Ranked], list]:
     """Run an :class:`~ccu_vision.embedder.Embedder` over an evaluation set.
 
@@ -210,10 +220,7 @@ def rank_with_embedder(embedder, root: str | Path, k: int = 10, batch: int = 32)
     """
     root = Path(root)
     truth = read_truth(root)
-    slugs = sorted(p.stem for p in (root / "logos").glob("*.png"))
-    views = embedder.embed_logo_views([Image.open(root / "logos" / f"{s}.png") for s in slugs])
-    logos = np.concatenate(views)
-    owner = np.concatenate([np.full(len(v), i) for i, v in enumerate(views)])
+    slugs, logos, owner = eval_references(embedder, root)
     prods = sorted(p.stem for p in (root / "products").glob("*.jpg"))
     cfg = getattr(embedder, "verify", None)  # also what makes its photos carry sub-window descriptors
     pvec, powner, pkp = [], [], []

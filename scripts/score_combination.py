@@ -21,15 +21,12 @@ from PIL import Image
 
 from ccu_vision.embedder import Embedder, logo_stage_scores
 from ccu_vision.evalset import build_eval_set, read_truth
-from ccu_vision.evaluate import logo_metrics
+from ccu_vision.evaluate import eval_references, logo_metrics
 
 
 def stage_scores(emb: Embedder, root: Path, batch: int = 32) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Per logo query, every reference's best region and best crop similarity ([Q, N] each)."""
-    slugs = sorted(p.stem for p in (root / "logos").glob("*.png"))
-    views = emb.embed_logo_views([Image.open(root / "logos" / f"{s}.png") for s in slugs])
-    refs = np.concatenate(views)
-    owner = np.concatenate([np.full(len(v), i) for i, v in enumerate(views)])
+    slugs, refs, owner = eval_references(emb, root)
     rows = [t for t in read_truth(root) if t["task"] == "logo"]
     region, crop = [], []
     for i in range(0, len(rows), batch):
