@@ -295,7 +295,7 @@ class PhotoEmbedding:
     global_vec: np.ndarray
     regions: np.ndarray
     boxes: np.ndarray
-    crop_views: Callable[[np.ndarray], np.ndarray] | None = field(default=None, repr=False)
+    crop_views: Callable[..., np.ndarray] | None = field(default=None, repr=False)
     embed_views: Callable[[np.ndarray], np.ndarray] | None = field(default=None, repr=False)
     dup_windows: np.ndarray | None = field(default=None, repr=False)
     canvas: np.ndarray | None = field(default=None, repr=False)
@@ -312,10 +312,11 @@ class PhotoEmbedding:
         """Whether the second (crop) stage of logo scoring is available for this photo."""
         return self.crop_views is not None and self.embed_views is not None
 
-    def crops(self, idx: np.ndarray) -> np.ndarray:
-        """Descriptors [M, D] of the regions ``idx`` re-embedded as stand-alone crops."""
+    def crops(self, idx: np.ndarray, margin: float = CROP_MARGIN) -> np.ndarray:
+        """Descriptors [M, D] of the regions ``idx`` re-embedded as stand-alone crops (``margin``: the
+        scan's, unless measuring another)."""
         assert self.can_refine, "this embedding carries no canvas to re-embed crops from"
-        return self.embed_views(self.crop_views(idx))
+        return self.embed_views(self.crop_views(idx, margin))
 
 
 class Embedder:
@@ -458,7 +459,8 @@ class Embedder:
         out = []
         for i, (canvas, m, lb) in enumerate(zip(canvases, local, boxes)):
             pe, canvas_boxes = self._pool_photo(m, lb, None if gfeat is None else gfeat[i])
-            pe.crop_views = lambda idx, c=canvas, b=canvas_boxes: self.crop_views(c, b[np.asarray(idx, dtype=np.int64)])
+            pe.crop_views = lambda idx, margin=CROP_MARGIN, c=canvas, b=canvas_boxes: self.crop_views(
+                c, b[np.asarray(idx, dtype=np.int64)], margin)
             pe.embed_views = self.embed_views
             pe.canvas, pe.content = canvas, lb.content_box()
             out.append(pe)

@@ -337,6 +337,20 @@ def test_layout_override_for_measurement(model_path: Path) -> None:
         "a refused layout changes nothing"
 
 
+def test_crop_margin_for_measurement(emb: Embedder) -> None:
+    """crops(idx) uses the scan's margin; another margin cuts other views (and descriptors) of the same windows."""
+    from ccu_vision.embedder import CROP_MARGIN
+
+    photo = emb.embed_photos([_photo(160, 120, 3)])[0]
+    idx = np.asarray([0, len(photo.regions) - 1])
+    assert np.array_equal(photo.crops(idx), photo.crops(idx, CROP_MARGIN))
+    assert np.array_equal(photo.crop_views(idx), photo.crop_views(idx, CROP_MARGIN))
+    tight, wide = photo.crop_views(idx, 0.0), photo.crop_views(idx, 0.4)
+    assert tight.shape == wide.shape == (2, emb.ref_size, emb.ref_size, 3)
+    assert not np.array_equal(tight, wide)
+    assert not np.allclose(photo.crops(idx, 0.0), photo.crops(idx, 0.4), atol=1e-4)
+
+
 def test_identical_images_embed_identically(emb: Embedder) -> None:
     a = _photo(150, 110, 7)
     b = a.copy()
