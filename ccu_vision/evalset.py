@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from . import synth
-from .logos import brands as brand_split
+from .logos import brands as split_brands
 from .logos import logo_rgba, reference_color, render_mask
 from .photos import find_photo_dir, list_photos, load_photo, photo_class, procedural_photos
 from .wordmarks import draw_mark, find_fonts, font_split, mark_spec
@@ -48,6 +48,7 @@ class EvalConfig:
     split: str = "test"
     seed: int = 1234
     marks: str = "icons"  # "icons": simple-icons symbols; "lettered": wordmarks/lockups in held-out fonts
+    brand_split: str = "heldout"  # whose marks: held-out brands (evaluation) or "train" (fitting post-processing)
 
     @classmethod
     def tiny(cls) -> EvalConfig:
@@ -83,7 +84,7 @@ def build_eval_set(out: str | Path, cfg: EvalConfig | None = None, photos_dir: s
         log.warning("no photo folder: evaluation set uses procedural photos")
         photos = procedural_photos(max(60, cfg.n_products * 2), cfg.max_side, cfg.seed)
         classes = ["procedural"] * len(photos)
-    held = brand_split("heldout")
+    held = split_brands(cfg.brand_split)
     order = rng.permutation(len(held))
     registered = [held[i] for i in order[: cfg.n_brands]]
     unregistered = [held[i] for i in order[cfg.n_brands :]]

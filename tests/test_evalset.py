@@ -118,6 +118,26 @@ def test_build_is_deterministic_and_idempotent(proc_set: Path, tmp_path: Path) -
     assert read_truth(other) != read_truth(proc_set)
 
 
+def test_training_brand_sets_for_fitting(proc_set: Path, tmp_path: Path) -> None:
+    """brand_split="train" draws marks from training brands only (for fitting post-processing); the
+    default stays held-out brands, and a set written before the option existed is still reused."""
+    assert all(is_heldout(r["brand"]) for r in read_truth(proc_set) if r.get("brand"))
+    fit = _build_procedural(tmp_path / "fit", replace(TINY, brand_split="train", n_unregistered=0, n_clean=0))
+    rows = [r for r in read_truth(fit) if r["task"] == "logo"]
+    assert len(rows) == TINY.n_brands * TINY.pos_per_brand and all(r["kind"] == "registered" for r in rows)
+    assert not any(is_heldout(r["brand"]) for r in rows)
+    assert not any(is_heldout(p.stem) for p in (fit / "logos").glob("*.png"))
+    old = json.loads((proc_set / "set.json").read_text())
+    del old["config"]["brand_split"]
+    copy = tmp_path / "old"
+    shutil.copytree(proc_set, copy)
+    (copy / "set.json").write_text(json.dumps(old))
+    before = _digest(copy)
+    assert _build_procedural(copy) == copy and _digest(copy) == before
+    with pytest.raises(ValueError, match="unknown split"):
+        _build_procedural(tmp_path / "bad", replace(TINY, brand_split="everything"))
+
+
 def test_build_from_a_photo_folder_with_classes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CCU_PHOTOS", raising=False)
     root = tmp_path / "photos"
