@@ -153,13 +153,36 @@ def metadata_dict(
     return out
 
 
-def monochrome(img: Image.Image) -> Image.Image:
-    """A logo as a dark single-colour mark: black with the same alpha, or grayscale when opaque."""
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        arr = np.asarray(img.convert("RGBA")).copy()
-        arr[:, :, :3] = 0
-        return Image.fromarray(arr, "RGBA")
-    return img.convert("L").convert("RGB")
+LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+def silhouette(img: Image.Image) -> Image.Image:
+    """A transparent logo's alpha painted black (its colours dropped)."""
+    arr = np.asarray(img.convert("RGBA")).copy()
+    arr[:, :, :3] = 0
+    return Image.fromarray(arr, "RGBA")
+
+
+def monochrome(img: Image.Image, tol: float = 0.1) -> Image.Image:
+    """A logo as a dark single-colour mark, as it looks printed in one dark ink.
+
+    Opaque images: grayscale. Transparent single-colour marks (luminance spread within ``tol`` where
+    opaque): the black :func:`silhouette`. Transparent multi-colour artwork: each pixel's ink on white,
+    alpha x (1 - luminance), stretched so the darkest ink is black, so that parts drawn in white
+    (a name knocked out of a badge) stay knocked out instead of merging into a black blob.
+    """
+    if not (img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info)):
+        return img.convert("L").convert("RGB")
+    rgba = np.asarray(img.convert("RGBA")).astype(np.float32) / 255.0
+    alpha = rgba[:, :, 3]
+    lum = rgba[:, :, :3] @ LUMA
+    solid = lum[alpha > 0.5]
+    if solid.size == 0 or float(solid.max() - solid.min()) <= tol:
+        return silhouette(img)
+    ink = np.clip(alpha * (1.0 - lum) / float(1.0 - solid.min()), 0.0, 1.0)  # spread > tol: min < 1 - tol
+    out = np.zeros(rgba.shape, np.uint8)
+    out[:, :, 3] = np.round(ink * 255.0).astype(np.uint8)
+    return Image.fromarray(out, "RGBA")
 
 
 # ----------------------------------------------------------------------------- pooling (numpy)

@@ -49,6 +49,7 @@ class EvalConfig:
     seed: int = 1234
     marks: str = "icons"  # "icons": simple-icons symbols; "lettered": wordmarks/lockups in held-out fonts
     brand_split: str = "heldout"  # whose marks: held-out brands (evaluation) or "train" (fitting post-processing)
+    ref_style: str = "plain"  # "plain": the mark in its colour; "badge": two-colour badge artwork, shown as badges
 
     @classmethod
     def tiny(cls) -> EvalConfig:
@@ -66,6 +67,8 @@ def build_eval_set(out: str | Path, cfg: EvalConfig | None = None, photos_dir: s
             return out
     if cfg.marks not in ("icons", "lettered"):
         raise ValueError(f"unknown marks {cfg.marks!r} (expected 'icons' or 'lettered')")
+    if cfg.ref_style not in ("plain", "badge"):
+        raise ValueError(f"unknown ref_style {cfg.ref_style!r} (expected 'plain' or 'badge')")
     fonts: list = []
     if cfg.marks == "lettered":
         fonts = font_split(find_fonts(), "heldout")
@@ -102,7 +105,8 @@ def build_eval_set(out: str | Path, cfg: EvalConfig | None = None, photos_dir: s
         return masks[b.slug]
 
     for b in registered:
-        logo_rgba(mask(b), reference_color(b)).save(out / "logos" / f"{b.slug}.png")
+        art = synth.badge_artwork if cfg.ref_style == "badge" else logo_rgba
+        art(mask(b), reference_color(b)).save(out / "logos" / f"{b.slug}.png")
 
     def listing(photo_idx: int, brand=None) -> tuple[Image.Image, dict]:
         base = photos[photo_idx]
@@ -112,7 +116,8 @@ def build_eval_set(out: str | Path, cfg: EvalConfig | None = None, photos_dir: s
             short = min(base.shape[:2])
             frac = float(np.exp(rng.uniform(np.log(cfg.size_min), np.log(cfg.size_max))))
             tex = photos[int(rng.integers(len(photos)))]
-            img, pl = synth.place_mark(base, mask(brand), max(10, int(short * frac)), rng, brand.rgb, texture=tex)
+            img, pl = synth.place_mark(base, mask(brand), max(10, int(short * frac)), rng, brand.rgb, texture=tex,
+                                       style="badge" if cfg.ref_style == "badge" else None)
             info = {"size_frac": round(frac, 4), "style": pl.style, "box": list(pl.box)}
         pim = Image.fromarray(img)
         if rng.random() < 0.3:

@@ -217,6 +217,23 @@ def place_mark(photo: np.ndarray, mask: np.ndarray, size: int, rng: np.random.Ge
     return out.clip(0, 255).astype(np.uint8), Placement((x0, y0, x0 + mw, y0 + mh), style, color)
 
 
+def badge_artwork(mask: np.ndarray, rgb: tuple[int, int, int], pad: float = 0.15) -> Image.Image:
+    """Two-colour logo artwork as a partner may upload it: an opaque rounded badge in ``rgb`` with the
+    mark (alpha ``mask``) knocked out in white (in black on a light badge); transparent outside the badge."""
+    mh, mw = mask.shape
+    p = max(2, int(round(max(mh, mw) * pad)))
+    h, w = mh + 2 * p, mw + 2 * p
+    shape = Image.new("L", (w, h), 0)
+    ImageDraw.Draw(shape).rounded_rectangle((0, 0, w - 1, h - 1), radius=int(p * 1.5), fill=255)
+    ink = (255, 255, 255) if _lum(rgb) < 128 else (0, 0, 0)
+    m = np.zeros((h, w, 1), np.float32)
+    m[p : p + mh, p : p + mw, 0] = mask
+    arr = np.zeros((h, w, 4), np.uint8)
+    arr[:, :, :3] = (np.asarray(rgb, np.float32) * (1 - m) + np.asarray(ink, np.float32) * m).round().astype(np.uint8)
+    arr[:, :, 3] = np.asarray(shape)
+    return Image.fromarray(arr, "RGBA")
+
+
 def photo_effects(img: Image.Image, rng: np.random.Generator, strength: float = 1.0) -> Image.Image:
     """Camera/marketplace degradations: colour cast, blur, noise, JPEG re-compression."""
     if rng.random() < 0.5 * strength:

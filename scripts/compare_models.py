@@ -8,6 +8,8 @@ Sets (built under out/eval-<name> on first use from the photo folder; all on hel
   calib2          icons, validation photos, seed 778: 1,200 positives, 2,000 negatives (larger calibration draw)
   lettered-calib  lettered marks (brand names in held-out serif fonts, alone or with the symbol), validation photos
   lettered-test   the same on test photos and another seed (read once, after a decision)
+  badge-calib     references uploaded as two-colour badge artwork (mark knocked out of a brand-colour badge), badges in the listings
+  badge-test      the same on test photos and another seed (read once, after a decision)
 Prints one JSON line per model: logo recall@1/@5, AP, TPR@1%FPR with 95 % bootstrap intervals, near-dup muAP.
 """
 
@@ -29,6 +31,10 @@ SETS = {
                                  n_clean=200, n_products=30, n_lookalikes=30, marks="lettered"),
     "lettered-test": EvalConfig(split="test", seed=1235, n_brands=300, pos_per_brand=2, n_unregistered=300,
                                 n_clean=200, n_products=30, n_lookalikes=30, marks="lettered"),
+    "badge-calib": EvalConfig(split="validation", seed=780, n_brands=300, pos_per_brand=2, n_unregistered=300,
+                              n_clean=200, n_products=30, n_lookalikes=30, ref_style="badge"),
+    "badge-test": EvalConfig(split="test", seed=1236, n_brands=300, pos_per_brand=2, n_unregistered=300,
+                             n_clean=200, n_products=30, n_lookalikes=30, ref_style="badge"),
 }
 
 

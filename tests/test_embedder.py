@@ -408,3 +408,53 @@ def test_logo_view_uses_ref_size(emb: Embedder) -> None:
     arr[5:45, 10:80] = (200, 0, 0, 255)
     canvas = emb.logo_canvas(Image.fromarray(arr, "RGBA"))
     assert canvas.shape == (64, 64, 3)
+
+
+def _disc_mask(n: int = 40) -> np.ndarray:
+    yy, xx = np.mgrid[:n, :n]
+    return (((yy - n / 2) ** 2 + (xx - n / 2) ** 2) < (n / 3) ** 2).astype(np.float32)
+
+
+@pytest.mark.parametrize("color", [(0, 0, 0), (200, 30, 40), (250, 220, 0)])
+def test_monochrome_of_a_single_colour_mark_is_its_silhouette(color: tuple[int, int, int]) -> None:
+    """Single-colour transparent marks (all of simple-icons) keep exactly the black silhouette view."""
+    from ccu_vision.embedder import monochrome, silhouette
+    from ccu_vision.logos import logo_rgba
+
+    m = _disc_mask()
+    m[0, :] = 0.4  # antialiased edge pixels share the colour
+    im = logo_rgba(m, color)
+    mono = np.asarray(monochrome(im))
+    assert np.array_equal(mono, np.asarray(silhouette(im)))
+    assert (mono[:, :, :3] == 0).all() and np.array_equal(mono[:, :, 3], np.asarray(im)[:, :, 3])
+    opaque = Image.fromarray(np.full((8, 8, 3), (200, 30, 40), np.uint8))
+    assert monochrome(opaque).mode == "RGB" and np.ptp(np.asarray(monochrome(opaque))) == 0  # grayscale
+
+
+def test_monochrome_keeps_a_knocked_out_drawing() -> None:
+    """Badge artwork (white mark knocked out of a colour badge): the dark view is a black badge with the
+    mark still knocked out, where the silhouette would be a blank black shape."""
+    from ccu_vision.embedder import monochrome, silhouette
+    from ccu_vision.synth import badge_artwork
+
+    m = _disc_mask()
+    art = badge_artwork(m, (30, 60, 200))
+    arr = np.asarray(art)
+    p = (arr.shape[0] - m.shape[0]) // 2
+    inside = np.zeros(arr.shape[:2], bool)
+    inside[p : p + 40, p : p + 40] = m > 0.5
+    assert (arr[inside][:, :3] == 255).all() and (arr[inside][:, 3] == 255).all()  # white, opaque mark
+    assert tuple(arr[p // 2, arr.shape[1] // 2, :3]) == (30, 60, 200)  # badge colour around it
+    assert arr[0, 0, 3] == 0  # rounded corner: transparent
+    mono, sil = np.asarray(monochrome(art)), np.asarray(silhouette(art))
+    assert (mono[:, :, :3] == 0).all()
+    assert (mono[inside][:, 3] == 0).all(), "the white mark stays knocked out"
+    assert mono[p // 2, arr.shape[1] // 2, 3] == 255, "the darkest ink becomes black"
+    assert (sil[inside][:, 3] == 255).all(), "the silhouette loses the mark"
+    light = badge_artwork(m, (250, 230, 120))  # light badge: the mark is drawn in black
+    lm = np.asarray(monochrome(light))
+    assert (lm[inside][:, 3] == 255).all() and 0 < lm[p // 2, arr.shape[1] // 2, 3] < 128
+    near = arr.copy()  # two shades within the tolerance count as one colour: the silhouette
+    near[:, :, :3] = np.where(inside[:, :, None], 255, 236)
+    near = Image.fromarray(near, "RGBA")
+    assert np.array_equal(np.asarray(monochrome(near)), np.asarray(silhouette(near)))

@@ -138,6 +138,19 @@ def test_training_brand_sets_for_fitting(proc_set: Path, tmp_path: Path) -> None
         _build_procedural(tmp_path / "bad", replace(TINY, brand_split="everything"))
 
 
+def test_badge_artwork_sets(tmp_path: Path) -> None:
+    """ref_style="badge": references are opaque two-colour badges, and every marked listing shows a badge."""
+    root = _build_procedural(tmp_path / "badge", replace(TINY, ref_style="badge"))
+    for p in (root / "logos").glob("*.png"):
+        arr = np.asarray(Image.open(p))
+        assert arr.shape[2] == 4 and arr[0, 0, 3] == 0 and arr[arr.shape[0] // 2, 1, 3] == 255
+        assert len(np.unique(arr[arr[:, :, 3] == 255][:, :3], axis=0)) > 1  # badge colour and mark ink
+    marked = [r for r in read_truth(root) if r["task"] == "logo" and r["kind"] != "clean"]
+    assert marked and all(r["style"] == "badge" for r in marked)
+    with pytest.raises(ValueError, match="unknown ref_style"):
+        _build_procedural(tmp_path / "bad", replace(TINY, ref_style="sticker"))
+
+
 def test_build_from_a_photo_folder_with_classes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CCU_PHOTOS", raising=False)
     root = tmp_path / "photos"

@@ -24,11 +24,11 @@ pytest.importorskip("onnx")
 import ccu_vision.evalset as evalset_mod  # noqa: E402
 import ccu_vision.train.train as train_mod  # noqa: E402
 from ccu_vision import logos, synth  # noqa: E402
-from ccu_vision.embedder import Embedder, content_window, gem_pool_windows, region_windows  # noqa: E402
+from ccu_vision.embedder import Embedder, content_window, gem_pool_windows, monochrome, region_windows  # noqa: E402
 from ccu_vision.errors import ModelError  # noqa: E402
 from ccu_vision.evalset import EvalConfig, build_eval_set  # noqa: E402
 from ccu_vision.photos import procedural_photos  # noqa: E402
-from ccu_vision.preprocess import feature_grid, letterbox, normalize  # noqa: E402
+from ccu_vision.preprocess import feature_grid, letterbox, normalize, prepare_logo  # noqa: E402
 from ccu_vision.tinymodel import make_tiny_model  # noqa: E402
 from ccu_vision.train import export as export_mod  # noqa: E402
 from ccu_vision.train.calibrate import calibrate_model  # noqa: E402
@@ -694,6 +694,30 @@ def test_redrawn_marks_only_when_asked(maker: BatchMaker, monkeypatch: pytest.Mo
     assert all(any(m is bank_mask for bank_mask in maker.bank.masks) for m in calls), "redraws start from the bank's own mask"
     ref_only = BatchMaker(maker.cfg, maker.bank, maker.photos, ["a", "b"] * 4, seed=0).batch()
     assert b["ref"].shape == ref_only["ref"].shape
+
+def test_badge_samples_only_when_asked(maker: BatchMaker, monkeypatch: pytest.MonkeyPatch) -> None:
+    """badge_p: that share of samples shows a badge (distractors too) and is paired with the brand's badge
+    artwork (in its colours or the scan's dark view of it); 0 (the default) never makes one."""
+    styles: list[str | None] = []
+    real = synth.place_mark
+
+    def spy(*a, **kw):
+        styles.append(kw.get("style"))
+        return real(*a, **kw)
+
+    monkeypatch.setattr(synth, "place_mark", spy)
+    plain = maker.batch()
+    assert styles and all(s is None for s in styles)
+    styles.clear()
+    always = BatchMaker(replace(maker.cfg, badge_p=1.0), maker.bank, maker.photos, ["a", "b"] * 4, seed=0)
+    b = always.batch()
+    assert styles and all(s == "badge" for s in styles)
+    assert b["ref"].shape == plain["ref"].shape
+    for ref, lab in zip(b["ref"].numpy(), b["label"].tolist()):
+        art = synth.badge_artwork(maker.bank.masks[lab], logos.reference_color(maker.bank.brands[lab]))
+        want = [prepare_logo(v, maker.cfg.ref_size, maker.cfg.logo_fill) for v in (art, monochrome(art))]
+        assert any(np.array_equal(ref, w) for w in want)
+
 
 def test_best_window_and_background_windows() -> None:
     wins = region_windows(4, [1, 2, 3])

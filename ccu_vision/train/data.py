@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from .. import synth
-from ..embedder import content_window, region_windows, square_view
+from ..embedder import content_window, monochrome, region_windows, square_view
 from ..logos import Brand, MaskBank, logo_rgba, reference_color
 from ..preprocess import feature_grid, letterbox, prepare_logo
 
@@ -36,6 +36,7 @@ class DataConfig:
     chrome_p: float = 0.25
     mark_crops: bool = False  # also return the scanner's second-stage view: a square crop around the mark (ref_size)
     redraw_p: float = 0.0  # share of query marks drawn differently from their reference (synth.redraw_mask)
+    badge_p: float = 0.0  # share of samples whose reference is two-colour badge artwork, shown as a badge
 
 
 def mark_crop(img: np.ndarray, box: tuple[float, float, float, float], size: int,
@@ -111,15 +112,17 @@ class BatchMaker:
         photo = self._crop(self.photos[int(rng.integers(len(self.photos)))], cfg.query_size)
         tex = self.photos[int(rng.integers(len(self.photos)))]
         size = int(cfg.query_size * np.exp(rng.uniform(np.log(cfg.mark_min), np.log(cfg.mark_max))))
+        badge = bool(cfg.badge_p) and rng.random() < cfg.badge_p
+        style = "badge" if badge else None  # badge samples: distractors are badges too (look inside them)
         if rng.random() < cfg.distractor_p:  # another brand's mark elsewhere: a hard background
             j = int(rng.integers(len(self.bank)))
             if j != label:
                 photo, _ = synth.place_mark(photo, self.bank.masks[j], max(12, size // 2), rng,
-                                            self.bank.brands[j].rgb, texture=tex)
+                                            self.bank.brands[j].rgb, texture=tex, style=style)
         mask = self.bank.masks[label]
         if cfg.redraw_p and rng.random() < cfg.redraw_p:  # the reference stays the brand's own drawing
             mask = synth.redraw_mask(mask, rng)
-        img, pl = synth.place_mark(photo, mask, size, rng, brand.rgb, texture=tex)
+        img, pl = synth.place_mark(photo, mask, size, rng, brand.rgb, texture=tex, style=style)
         pim = Image.fromarray(img)
         if rng.random() < cfg.chrome_p:
             pim = synth.listing_chrome(pim, rng)
@@ -128,6 +131,14 @@ class BatchMaker:
         pim = synth.photo_effects(pim, rng)
         win = self.windows[best_window(pl.box, self.windows, cfg.stride)]
         bgs = bg_windows(pl.box, self.windows, cfg.stride, cfg.bg_regions, rng)
+        if badge:  # the brand's badge artwork, in its colours (3) or as the scan's dark view of it (4)
+            key = (label, 3 if rng.random() < 0.75 else 4)
+            ref = self._ref_cache.get(key)
+            if ref is None:
+                art = synth.badge_artwork(self.bank.masks[label], reference_color(brand))
+                ref = prepare_logo(art if key[1] == 3 else monochrome(art), cfg.ref_size, cfg.logo_fill)
+                self._ref_cache[key] = ref
+            return np.asarray(pim.convert("RGB")), win, bgs, ref, pl.box
         r = rng.random()
         variant = 0 if r < 0.75 else 1 if r < 0.95 else 2
         key = (label, variant)
