@@ -19,6 +19,8 @@ import argparse
 import json
 import time
 
+import numpy as np
+
 from ccu_vision.embedder import Embedder
 from ccu_vision.evalset import EvalConfig, build_eval_set, read_truth
 from ccu_vision.evaluate import dup_metrics, logo_metrics, rank_with_embedder
@@ -36,6 +38,28 @@ SETS = {
     "badge-test": EvalConfig(split="test", seed=1236, n_brands=300, pos_per_brand=2, n_unregistered=300,
                              n_clean=200, n_products=30, n_lookalikes=30, ref_style="badge"),
 }
+
+
+KEYS = ("recall@1", "recall@5", "ap", "tpr@0.01fpr")
+DEFAULT_MODEL = "ccu_vision/models/ccu-lite0-v8d.onnx"
+
+
+def one_model_args(doc: str) -> argparse.ArgumentParser:
+    """The arguments every single-model measurement script takes: --set, --photos, --model."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--set", required=True, choices=sorted(SETS))
+    ap.add_argument("--photos", default="../shared/datasets/clothing-dataset-small")
+    ap.add_argument("--model", default=DEFAULT_MODEL)
+    return ap
+
+
+def score_line(truth: list[dict], slugs: list[str], scores: np.ndarray, keys: tuple[str, ...] = KEYS) -> str:
+    """Logo metrics of a [queries, references] score matrix (rows in the truth's logo-query order) as
+    one printable line: the chosen metrics, then the bootstrap intervals."""
+    assert scores.ndim == 2 and scores.shape[1] == len(slugs), (scores.shape, len(slugs))
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :10]
+    lm = logo_metrics(truth, [[(slugs[j], float(r[j])) for j in o] for r, o in zip(scores, top)])
+    return json.dumps({k: round(lm[k], 4) for k in keys}) + " ci " + json.dumps(lm["ci95"])
 
 
 def main() -> None:

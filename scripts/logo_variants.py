@@ -19,13 +19,16 @@ Sets as in ``compare_models.py``. Prints one JSON line per variant and the measu
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
 from pathlib import Path
 
 import numpy as np
-from compare_models import SETS  # scripts/ is on sys.path when run as a script
+from compare_models import (  # scripts/ is on sys.path when run as a script
+    KEYS,
+    SETS,
+    one_model_args,
+    score_line,
+)
 from PIL import Image
 
 from ccu_vision.embedder import (
@@ -37,7 +40,7 @@ from ccu_vision.embedder import (
     square_view,
 )
 from ccu_vision.evalset import build_eval_set, read_truth
-from ccu_vision.evaluate import eval_references, logo_metrics
+from ccu_vision.evaluate import eval_references
 from ccu_vision.preprocess import interpolation
 
 # name -> (low-res views too, proposals, margins)
@@ -73,10 +76,7 @@ def true_box_crop(emb: Embedder, im: Image.Image, box: list[float]) -> np.ndarra
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--set", required=True, choices=sorted(SETS))
-    ap.add_argument("--photos", default="../shared/datasets/clothing-dataset-small")
-    ap.add_argument("--model", default="ccu_vision/models/ccu-lite0-v8d.onnx")
+    ap = one_model_args(__doc__)
     ap.add_argument("--lowres", type=int, default=32, help="side of the low-resolution reference round trip")
     args = ap.parse_args()
     root = build_eval_set(f"out/eval-{args.set}", SETS[args.set], args.photos)
@@ -123,11 +123,8 @@ def main() -> None:
           f"{n_crops} crops embedded, {1000 * crop_s / max(n_crops, 1):.1f} ms per crop (all margins, batched per photo)",
           f"; reference vectors per logo: {len(base) / n:.2f} (base), {len(both) / n:.2f} (with low-res)", flush=True)
     for name, s in scores.items():
-        s = np.stack(s)
-        top = np.argsort(-s, axis=1, kind="stable")[:, :10]
-        lm = logo_metrics(truth, [[(slugs[j], float(r[j])) for j in o] for r, o in zip(s, top)])
-        keys = ("recall@1",) if name == "oracle-box" else ("recall@1", "recall@5", "ap", "tpr@0.01fpr")
-        print(f"{name:<15}", json.dumps({k: round(lm[k], 4) for k in keys}), "ci", json.dumps(lm["ci95"]), flush=True)
+        keys = ("recall@1",) if name == "oracle-box" else KEYS
+        print(f"{name:<15}", score_line(truth, slugs, np.stack(s), keys), flush=True)
 
 
 if __name__ == "__main__":

@@ -13,18 +13,16 @@ to ``out/logo-whitening-<model stem>.npz``.
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
 from pathlib import Path
 
 import numpy as np
-from compare_models import SETS  # scripts/ is on sys.path when run as a script
+from compare_models import SETS, one_model_args, score_line  # scripts/ is on sys.path when run as a script
 from PIL import Image
 
 from ccu_vision.embedder import CROP_MARGIN, REFINE_CROPS, Embedder, best_per_reference, square_view
 from ccu_vision.evalset import EvalConfig, build_eval_set, read_truth
-from ccu_vision.evaluate import eval_references, logo_metrics
+from ccu_vision.evaluate import eval_references
 
 FIT = EvalConfig(brand_split="train", split="train", seed=881, n_brands=1500, pos_per_brand=1, n_unregistered=0,
                  n_clean=0, n_products=0, n_lookalikes=0)
@@ -89,10 +87,7 @@ def fit_descriptors(emb: Embedder, root: Path) -> tuple[np.ndarray, np.ndarray, 
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--set", required=True, choices=sorted(SETS))
-    ap.add_argument("--photos", default="../shared/datasets/clothing-dataset-small")
-    ap.add_argument("--model", default="ccu_vision/models/ccu-lite0-v8d.onnx")
+    ap = one_model_args(__doc__)
     args = ap.parse_args()
     emb = Embedder(args.model)
     t0 = time.time()
@@ -131,11 +126,7 @@ def main() -> None:
                 scores[k].append(0.5 * (best_per_reference(sim, owner, n)[0] + best_per_reference(crops @ trefs[k].T, owner, n)[0]))
     print("set", root, "model", args.model, "scored in", round(time.time() - t0), "s", flush=True)
     for k, s in scores.items():
-        s = np.stack(s)
-        top = np.argsort(-s, axis=1, kind="stable")[:, :10]
-        lm = logo_metrics(truth, [[(slugs[j], float(r[j])) for j in o] for r, o in zip(s, top)])
-        print(f"{k:<8}", json.dumps({m: round(lm[m], 4) for m in ("recall@1", "recall@5", "ap", "tpr@0.01fpr")}),
-              "ci", json.dumps(lm["ci95"]), flush=True)
+        print(f"{k:<8}", score_line(truth, slugs, np.stack(s)), flush=True)
 
 
 if __name__ == "__main__":

@@ -10,17 +10,15 @@ Sets as in ``compare_models.py``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 
 import numpy as np
-from compare_models import SETS  # scripts/ is on sys.path when run as a script
+from compare_models import SETS, one_model_args, score_line  # scripts/ is on sys.path when run as a script
 from PIL import Image
 
 from ccu_vision.embedder import Embedder, dense_logo_scores, monochrome, silhouette
 from ccu_vision.evalset import build_eval_set, read_truth
-from ccu_vision.evaluate import logo_metrics
 
 
 def views(emb: Embedder, ims: list[Image.Image], dark) -> tuple[np.ndarray, np.ndarray]:
@@ -41,10 +39,7 @@ def views(emb: Embedder, ims: list[Image.Image], dark) -> tuple[np.ndarray, np.n
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--set", required=True, choices=sorted(SETS))
-    ap.add_argument("--photos", default="../shared/datasets/clothing-dataset-small")
-    ap.add_argument("--model", default="ccu_vision/models/ccu-lite0-v8d.onnx")
+    ap = one_model_args(__doc__)
     args = ap.parse_args()
     root = build_eval_set(f"out/eval-{args.set}", SETS[args.set], args.photos)
     truth = read_truth(root)
@@ -64,11 +59,7 @@ def main() -> None:
     print("set", root, "model", args.model, "scored in", round(time.time() - t0), "s;",
           json.dumps({k: round(len(r) / len(slugs), 2) for k, (r, _) in indexes.items()}), "vectors per logo", flush=True)
     for k, s in scores.items():
-        s = np.stack(s)
-        top = np.argsort(-s, axis=1, kind="stable")[:, :10]
-        lm = logo_metrics(truth, [[(slugs[j], float(r[j])) for j in o] for r, o in zip(s, top)])
-        print(f"{k:<12}", json.dumps({m: round(lm[m], 4) for m in ("recall@1", "recall@5", "ap", "tpr@0.01fpr")}),
-              "ci", json.dumps(lm["ci95"]), flush=True)
+        print(f"{k:<12}", score_line(truth, slugs, np.stack(s)), flush=True)
 
 
 if __name__ == "__main__":

@@ -10,18 +10,16 @@ The shipped score is ``0.5 * region + 0.5 * crop`` (``ccu_vision.embedder.combin
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
 from pathlib import Path
 
 import numpy as np
-from compare_models import SETS  # scripts/ is on sys.path when run as a script
+from compare_models import SETS, one_model_args, score_line  # scripts/ is on sys.path when run as a script
 from PIL import Image
 
 from ccu_vision.embedder import Embedder, logo_stage_scores
 from ccu_vision.evalset import build_eval_set, read_truth
-from ccu_vision.evaluate import eval_references, logo_metrics
+from ccu_vision.evaluate import eval_references
 
 
 def stage_scores(emb: Embedder, root: Path, batch: int = 32) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -40,10 +38,7 @@ def stage_scores(emb: Embedder, root: Path, batch: int = 32) -> tuple[list[str],
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--set", required=True, choices=sorted(SETS))
-    ap.add_argument("--photos", default="../shared/datasets/clothing-dataset-small")
-    ap.add_argument("--model", default="ccu_vision/models/ccu-lite0-v8d.onnx")
+    ap = one_model_args(__doc__)
     ap.add_argument("--weights", default="0,0.25,0.5,0.75,1", help="crop weights, comma-separated")
     args = ap.parse_args()
     root = build_eval_set(f"out/eval-{args.set}", SETS[args.set], args.photos)
@@ -53,11 +48,7 @@ def main() -> None:
     print("set", root, "model", args.model, "scored in", round(time.time() - t), "s", flush=True)
     for w in (float(x) for x in args.weights.split(",")):
         score = (1 - w) * region + w * crop
-        order = np.argsort(-score, axis=1, kind="stable")[:, :10]
-        ranked = [[(slugs[j], float(s[j])) for j in o] for s, o in zip(score, order)]
-        lm = logo_metrics(truth, ranked)
-        print(f"crop weight {w:g}", json.dumps({k: round(lm[k], 4) for k in ("recall@1", "recall@5", "ap", "tpr@0.01fpr")}),
-              "ci", json.dumps(lm["ci95"]), flush=True)
+        print(f"crop weight {w:g}", score_line(truth, slugs, score), flush=True)
 
 
 if __name__ == "__main__":
