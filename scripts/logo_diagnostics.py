@@ -29,7 +29,7 @@ from PIL import Image
 
 from ccu_vision.embedder import REFINE_CROPS, Embedder, best_per_reference
 from ccu_vision.evalset import read_truth
-from ccu_vision.evaluate import logo_metrics
+from ccu_vision.evaluate import eval_references, logo_metrics
 from ccu_vision.preprocess import letterbox
 
 K = 3  # candidates verified per listing
@@ -90,13 +90,9 @@ def metrics(rows: list[dict], slugs: list[str], score: np.ndarray) -> str:
 
 
 def run(emb: Embedder, root: Path, verify: bool) -> None:
-    slugs = sorted(p.stem for p in (root / "logos").glob("*.png"))
-    ims = [Image.open(root / "logos" / f"{s}.png") for s in slugs]
-    views = emb.embed_logo_views(ims)
-    refs = np.concatenate(views)
-    owner = np.concatenate([np.full(len(v), i) for i, v in enumerate(views)])
+    slugs, refs, owner = eval_references(emb, root)
     n = len(slugs)
-    templates = [rotations(silhouette(im)) for im in ims] if verify else []
+    templates = [rotations(silhouette(Image.open(root / "logos" / f"{s}.png"))) for s in slugs] if verify else []
     rows = [t for t in read_truth(root) if t["task"] == "logo"]
     S, C, NI, NE = [], [], [], []
     for i in range(0, len(rows), 32):

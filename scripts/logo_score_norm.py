@@ -30,18 +30,16 @@ from PIL import Image
 
 from ccu_vision.embedder import REFINE_CROPS, Embedder, best_per_reference
 from ccu_vision.evalset import read_truth
-from ccu_vision.evaluate import logo_metrics
+from ccu_vision.evaluate import eval_references, logo_metrics
 from ccu_vision.logos import brands, logo_rgba, reference_color, render_mask
 from ccu_vision.photos import list_photos
 
 
 def dump(emb: Embedder, root: Path, cohort: np.ndarray) -> dict:
     """Per logo query: registered-reference region/crop scores and the cohort similarities."""
-    slugs = sorted(p.stem for p in (root / "logos").glob("*.png"))
-    views = emb.embed_logo_views([Image.open(root / "logos" / f"{s}.png") for s in slugs])
-    refs = np.concatenate(views)
-    owner = np.concatenate([np.full(len(v), i) for i, v in enumerate(views)])
+    slugs, refs, owner = eval_references(emb, root)
     n = len(slugs)
+    views = [refs[owner == i] for i in range(n)]
     rows = [t for t in read_truth(root) if t["task"] == "logo"]
     rb, ra, cb, cohr_best, cohc_best = [], [], [], [], []
     for i in range(0, len(rows), 32):
