@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from ccu_vision.embedder import Embedder
+from ccu_vision.embedder import CROP_MARGIN, Embedder, square_view
 from ccu_vision.evalset import EvalConfig, build_eval_set, read_truth
 from ccu_vision.evaluate import dup_metrics, logo_metrics, rank_with_embedder
 
@@ -51,6 +51,14 @@ def one_model_args(doc: str) -> argparse.ArgumentParser:
     ap.add_argument("--photos", default="../shared/datasets/clothing-dataset-small")
     ap.add_argument("--model", default=DEFAULT_MODEL)
     return ap
+
+
+def true_box_crop(emb: Embedder, im, box: list[float]) -> np.ndarray:
+    """A mark's true box (truth row ``box``) cut out as the scan cuts a proposal: square, margin 0.15,
+    letterboxed to the reference size (uint8)."""
+    x0, y0, x1, y1 = box
+    side = max(x1 - x0, y1 - y0) * (1 + 2 * CROP_MARGIN)
+    return square_view(im, (x0 + x1) / 2, (y0 + y1) / 2, side, emb.ref_size, emb.interp)
 
 
 def score_line(truth: list[dict], slugs: list[str], scores: np.ndarray, keys: tuple[str, ...] = KEYS) -> str:

@@ -28,6 +28,7 @@ from compare_models import (  # scripts/ is on sys.path when run as a script
     SETS,
     one_model_args,
     score_line,
+    true_box_crop,
 )
 from PIL import Image
 
@@ -37,7 +38,6 @@ from ccu_vision.embedder import (
     Embedder,
     best_per_reference,
     monochrome,
-    square_view,
 )
 from ccu_vision.evalset import build_eval_set, read_truth
 from ccu_vision.evaluate import eval_references
@@ -66,13 +66,6 @@ def lowres_views(emb: Embedder, root: Path, slugs: list[str], base_owner: np.nda
             canvases.append(np.asarray(small.resize((emb.ref_size, emb.ref_size), interpolation(emb.interp))))
             owner.append(i)
     return emb.embed_views(np.stack(canvases)), np.asarray(owner, np.int64)
-
-
-def true_box_crop(emb: Embedder, im: Image.Image, box: list[float]) -> np.ndarray:
-    """The mark's true box cut out as the scan cuts a proposal (square, margin 0.15, reference size)."""
-    x0, y0, x1, y1 = box
-    side = max(x1 - x0, y1 - y0) * (1 + 2 * CROP_MARGIN)
-    return square_view(im, (x0 + x1) / 2, (y0 + y1) / 2, side, emb.ref_size, emb.interp)
 
 
 def main() -> None:

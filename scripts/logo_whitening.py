@@ -17,10 +17,15 @@ import time
 from pathlib import Path
 
 import numpy as np
-from compare_models import SETS, one_model_args, score_line  # scripts/ is on sys.path when run as a script
+from compare_models import (  # scripts/ is on sys.path when run as a script
+    SETS,
+    one_model_args,
+    score_line,
+    true_box_crop,
+)
 from PIL import Image
 
-from ccu_vision.embedder import CROP_MARGIN, REFINE_CROPS, Embedder, best_per_reference, square_view
+from ccu_vision.embedder import REFINE_CROPS, Embedder, best_per_reference
 from ccu_vision.evalset import EvalConfig, build_eval_set, read_truth
 from ccu_vision.evaluate import eval_references
 
@@ -71,12 +76,7 @@ def fit_descriptors(emb: Embedder, root: Path) -> tuple[np.ndarray, np.ndarray, 
     for i in range(0, len(rows), 32):
         batch = rows[i : i + 32]
         ims = [Image.open(root / t["query"]).convert("RGB") for t in batch]
-        views = []
-        for t, im in zip(batch, ims):
-            x0, y0, x1, y1 = t["box"]
-            side = max(x1 - x0, y1 - y0) * (1 + 2 * CROP_MARGIN)
-            views.append(square_view(im, (x0 + x1) / 2, (y0 + y1) / 2, side, emb.ref_size, emb.interp))
-        crops = emb.embed_views(np.stack(views))
+        crops = emb.embed_views(np.stack([true_box_crop(emb, im, t["box"]) for t, im in zip(batch, ims)]))
         for t, e, c in zip(batch, emb.embed_photos(ims), crops):
             mine = refs[owner == slugs.index(t["brand"])]
             sim = e.regions @ mine.T
