@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import ModelError
-from .preprocess import Letterbox, feature_grid, letterbox, normalize, prepare_logo
+from .preprocess import LUMA, Letterbox, feature_grid, is_transparent, letterbox, normalize, prepare_logo
 from .verify import VerifyConfig, content_gray, sub_windows
 
 log = logging.getLogger(__name__)
@@ -153,9 +153,6 @@ def metadata_dict(
     return out
 
 
-LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
-
-
 def silhouette(img: Image.Image) -> Image.Image:
     """A transparent logo's alpha painted black (its colours dropped)."""
     arr = np.asarray(img.convert("RGBA")).copy()
@@ -171,7 +168,7 @@ def monochrome(img: Image.Image, tol: float = 0.1) -> Image.Image:
     alpha x (1 - luminance), stretched so the darkest ink is black, so that parts drawn in white
     (a name knocked out of a badge) stay knocked out instead of merging into a black blob.
     """
-    if not (img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info)):
+    if not is_transparent(img):
         return img.convert("L").convert("RGB")
     rgba = np.asarray(img.convert("RGBA")).astype(np.float32) / 255.0
     alpha = rgba[:, :, 3]

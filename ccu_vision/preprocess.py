@@ -101,11 +101,19 @@ def trim_to_content(img: Image.Image, tol: int = 12) -> Image.Image:
     return img.convert("RGB").crop((xs.min(), ys.min(), xs.max() + 1, ys.max() + 1))
 
 
+LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # Rec. 601 luminance weights
+
+
+def is_transparent(img: Image.Image) -> bool:
+    """Whether an image carries transparency (an alpha band, or a palette transparency entry)."""
+    return img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info)
+
+
 def _alpha_background(rgba: np.ndarray) -> float:
     """Background (0..1 grey) that :func:`flatten_alpha` puts under a float RGBA image: dark for light marks."""
     mark = rgba[:, :, 3] > 0.5
     if mark.any():
-        lum = (rgba[:, :, :3][mark] @ np.array([0.299, 0.587, 0.114], dtype=np.float32)).mean()
+        lum = (rgba[:, :, :3][mark] @ LUMA).mean()
     else:
         lum = 0.0
     return 0.12 if lum > 0.8 else 1.0
@@ -117,7 +125,7 @@ def flatten_alpha(img: Image.Image) -> Image.Image:
     A white logo on a transparent background would vanish on white; such marks are put on
     dark grey instead, so the mark's shape survives.
     """
-    if img.mode not in ("RGBA", "LA", "PA") and not (img.mode == "P" and "transparency" in img.info):
+    if not is_transparent(img):
         return img.convert("RGB")
     rgba = np.asarray(img.convert("RGBA")).astype(np.float32) / 255.0
     a = rgba[:, :, 3:4]
