@@ -20,7 +20,14 @@ from compare_models import KEYS, SETS, one_model_args, score_line  # scripts/ is
 from PIL import Image
 
 from ccu_vision import synth
-from ccu_vision.embedder import CROP_MARGIN, REFINE_CROPS, Embedder, best_per_reference, monochrome, square_view
+from ccu_vision.embedder import (
+    CROP_MARGIN,
+    REFINE_CROPS,
+    Embedder,
+    best_per_reference,
+    monochrome,
+    square_view,
+)
 from ccu_vision.evalset import build_eval_set, read_truth
 from ccu_vision.evaluate import eval_references
 from ccu_vision.photos import procedural_photos
