@@ -159,6 +159,35 @@ def _sniff_ext(data: bytes, source_path: str) -> str:
     return ".bin"
 
 
+def _storable_path(path: object) -> str:
+    """``path`` as text SQLite can store: a non-UTF-8 file name keeps its odd bytes as ``\\xNN``."""
+    p = str(path)
+    try:
+        p.encode("utf-8")
+    except UnicodeEncodeError:
+        try:
+            p = p.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        except UnicodeEncodeError:  # a surrogate that is no escaped byte
+            p = p.encode("utf-8", "backslashreplace").decode("utf-8")
+    return p
+
+
+def is_catalog_file(home: str | os.PathLike, path: str | os.PathLike) -> bool:
+    """Whether ``path`` is (or would be) one of the catalog's own files in ``home``.
+
+    Other files in the home folder (a results file, say) are not the catalog's and are allowed.
+    """
+    home_real, real = os.path.realpath(home), os.path.realpath(path)
+    if real == home_real:
+        return True
+    rel = os.path.relpath(real, home_real)
+    if rel == os.pardir or rel.startswith(os.pardir + os.sep):
+        return False
+    top = rel.split(os.sep, 1)[0]
+    return top in (LOCK_NAME, REFS_DIR, INDEX_DIR) or top.startswith((DB_NAME, MANIFEST_NAME)) or (
+        top.startswith(".") and top.endswith(".tmp"))
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -964,7 +993,7 @@ class Catalog:
         width, height = int(width), int(height)
         if width <= 0 or height <= 0:
             raise ValueError(f"image size must be positive, got {width}x{height}")
-        source_path = str(source_path)
+        source_path = _storable_path(source_path)
         sha = hashlib.sha256(data).hexdigest()
         ref_id = sha[:REF_ID_LEN]
         with self._writing():

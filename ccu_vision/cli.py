@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import os
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -101,7 +102,12 @@ def _jsonable(obj: Any) -> Any:
 
 
 def _echo_json(obj: Any) -> None:
-    click.echo(json.dumps(_jsonable(obj), ensure_ascii=False))
+    text = json.dumps(_jsonable(obj), ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a non-UTF-8 file name: \u escapes keep the line valid JSON
+        text = json.dumps(_jsonable(obj), ensure_ascii=True)
+    click.echo(text)
 
 
 # ----------------------------------------------------------------------------- root
@@ -337,6 +343,47 @@ def _print_check(row: dict, thresholds: dict, n_refs: int) -> None:
             click.echo(f"    {m['brand']} ({kind}) score {m['score']:.3f}{ths}{where}  (ref {m['ref_id']})")
 
 
+def _same_file(a: Path, b: str | Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except (OSError, ValueError):
+        return False
+
+
+def _check_scan_outputs(outputs: dict[str, Path | None], input_path: Path, images: list[str], home: Path) -> None:
+    """Refuse, before scanning, output files that would overwrite an input, each other or the catalog.
+
+    Also creates their folders, so a typo in ``--report`` or ``--summary-json`` fails now and not
+    after a long scan. Raises :class:`click.BadParameter` (exit code 2) naming the file.
+    """
+    from .catalog import is_catalog_file
+
+    given = {opt: p for opt, p in outputs.items() if p is not None}
+    names: dict[str, list[str]] = {}
+    for img in images:  # only same-named inputs can be the same file (links aside): no stat per image
+        names.setdefault(os.path.basename(img), []).append(img)
+    seen: dict[str, str] = {}
+    for opt, p in given.items():
+        real = os.path.realpath(p)
+        if real in seen:
+            raise click.BadParameter(f"{p}: is also given as {seen[real]}", param_hint=opt)
+        seen[real] = opt
+        if real == os.path.realpath(input_path) or _same_file(p, input_path):
+            raise click.BadParameter(f"{p}: is the scan input; it would be overwritten", param_hint=opt)
+        if is_catalog_file(home, p):
+            raise click.BadParameter(f"{p}: is a file of the catalog in {home}; writing there would damage "
+                                     "the catalog", param_hint=opt)
+        if any(_same_file(p, img) for img in names.get(p.name, []) + names.get(os.path.basename(real), [])):
+            raise click.BadParameter(f"{p}: is one of the images to scan; it would be overwritten", param_hint=opt)
+        if p.parent.exists() and not p.parent.is_dir():
+            raise click.BadParameter(f"{p}: {p.parent} is a file, not a folder", param_hint=opt)
+        try:
+            p.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise click.BadParameter(f"{p}: cannot create its folder {p.parent}: {e.strerror or e}",
+                                     param_hint=opt) from None
+
+
 @cli.command(epilog="""\b
 Examples:
   ccu-vision check listing.jpg
@@ -395,6 +442,8 @@ def scan(ctx: click.Context, input_path: Path, out: Path, report: Path | None, r
 
     st = _state(ctx)
     items = collect_inputs(input_path)
+    _check_scan_outputs({"--out": out, "--report": report, "--summary-json": summary_json},
+                        input_path, [it.image for it in items], st.home)
     if not items:
         click.echo(f"warning: no images found in {input_path}", err=True)
     emb = st.embedder()

@@ -128,11 +128,28 @@ def parse_metadata(meta: dict[str, str], path: str = "", sha256: str = "") -> Mo
         raise ModelError(f"{path}: bad model metadata: {e}") from None
     if len(pre["mean"]) != 3 or len(pre["std"]) != 3:
         raise ModelError(f"{path}: mean/std must have 3 values")
+    _check_preprocess(pre, path)
     try:
         info.verify  # noqa: B018 - parsed here so a bad value fails at load, naming the file
     except (ValueError, TypeError) as e:
         raise ModelError(f"{path}: bad ccu.dup_verify metadata: {e}") from None
     return info
+
+
+def _check_preprocess(pre: dict, path: str) -> None:
+    """Refuse preprocessing values no image could be embedded with (a tampered or hand-edited model)."""
+    def positive_int(v: object) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+    for k in ("query_size", "ref_size", "stride"):
+        if not positive_int(pre[k]):
+            raise ModelError(f"{path}: bad model metadata: ccu.{k} must be a positive integer, got {pre[k]!r}")
+    scales = pre["region_scales"]
+    if not isinstance(scales, list) or not scales or not all(positive_int(k) for k in scales):
+        raise ModelError(f"{path}: bad model metadata: ccu.region_scales must be a non-empty list of "
+                         f"positive integers, got {scales!r}")
+    if any(not isinstance(v, int | float) or v == 0 for v in pre["std"]):
+        raise ModelError(f"{path}: bad model metadata: ccu.std must be non-zero numbers, got {pre['std']!r}")
 
 
 def metadata_dict(

@@ -103,6 +103,10 @@ IMAGE_EXTENSIONS: frozenset[str] = _Extensions(
     {".jpg", ".jpeg", ".png", ".webp", ".gif", ".svg", ".bmp", ".tif", ".tiff"}
 )
 """File extensions treated as images by :func:`iter_image_files` (``".jpg" in`` and ``"jpg" in`` both work)."""
+UNSUPPORTED_PHOTO_EXTENSIONS: frozenset[str] = _Extensions({".heic", ".heif", ".avif"})
+"""Phone photo formats we cannot decode: still listed by :func:`iter_image_files` so each gets an error."""
+_HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"}
+_AVIF_BRANDS = {b"avif", b"avis"}
 
 
 # --------------------------------------------------------------------------------------------- bytes
@@ -293,6 +297,26 @@ def sniff_format(data: bytes) -> str | None:
     return None
 
 
+def heif_kind(data: bytes) -> str | None:
+    """``"HEIC/HEIF"`` or ``"AVIF"`` when ``data`` starts like such a file (ISO-BMFF ``ftyp`` box), else None."""
+    if data[4:8] != b"ftyp":
+        return None
+    brand = data[8:12]
+    if brand in _AVIF_BRANDS:
+        return "AVIF"
+    if brand in _HEIF_BRANDS:
+        return "HEIC/HEIF"
+    return None
+
+
+def looks_like_image(data: bytes) -> bool:
+    """Whether the first bytes of a file are those of a raster image (decodable or HEIC/AVIF).
+
+    BMP is left out: its two-letter signature ``BM`` could start a line of text.
+    """
+    return sniff_format(data) not in (None, "BMP") or heif_kind(data) is not None
+
+
 def _magic_format(data: bytes) -> str:
     """Format name from the file signature, for messages when PIL gave up before naming it."""
     return sniff_format(data) or "image"
@@ -329,6 +353,9 @@ def _unidentified_reason(data: bytes, name: str) -> str:
         return "PDF document, not an image"
     if head.startswith(b"PK\x03\x04"):
         return "ZIP archive, not an image"
+    heif = heif_kind(head)
+    if heif is not None:
+        return f"{heif} image (a phone photo format), not supported: convert it to JPEG or PNG"
     if name.lower().endswith((".svg", ".svgz")) and _looks_like_text(data):
         return "invalid SVG: no <svg> root element"
     if _looks_like_text(data):
@@ -615,7 +642,8 @@ def _data_uri_ok(uri: str, max_pixels: int) -> bool:
 
 
 def _has_image_ext(name: str) -> bool:
-    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+    ext = os.path.splitext(name)[1].lower()
+    return ext in IMAGE_EXTENSIONS or ext in UNSUPPORTED_PHOTO_EXTENSIONS
 
 
 def _within(path: str, root: str) -> bool:
@@ -626,7 +654,9 @@ def iter_image_files(root: str | os.PathLike) -> Iterator[Path]:
     """Yield image files under ``root`` (recursive, sorted by path components, deterministic).
 
     * a file passed directly is yielded whatever its extension (the user named it);
-    * inside folders only :data:`IMAGE_EXTENSIONS` files are yielded (case-insensitive);
+    * inside folders only :data:`IMAGE_EXTENSIONS` files are yielded (case-insensitive), and
+      :data:`UNSUPPORTED_PHOTO_EXTENSIONS` ones (HEIC...), so the caller reports them instead of
+      leaving them out without a word;
     * symlinks are followed once: a link to a folder/file inside the tree is skipped (it is reached
       through its real path), a link to a folder outside is walked once, however many links point
       at it; loops are detected by (device, inode) and skipped with a warning;

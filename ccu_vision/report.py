@@ -224,6 +224,6 @@ def write_report(
     text = build_report(rows, catalog, **kwargs)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
+    tmp.write_text(text, encoding="utf-8", errors="backslashreplace")  # non-UTF-8 file names
     os.replace(tmp, path)
     return path

@@ -87,7 +87,7 @@ def collect_inputs(path: str | os.PathLike) -> list[ScanInput]:
     p = Path(path)
     if not p.exists():
         raise CcuError(f"{p}: no such file or folder")
-    if p.is_dir() or p.suffix.lower().lstrip(".") in imageio.IMAGE_EXTENSIONS:
+    if p.is_dir() or p.suffix.lower() in imageio.IMAGE_EXTENSIONS or _starts_like_image(p):
         return [ScanInput(image=str(f)) for f in imageio.iter_image_files(p)]
     from .manifest import read_manifest
 
@@ -98,6 +98,17 @@ def collect_inputs(path: str | os.PathLike) -> list[ScanInput]:
                   seller_id=_opt(r.get("seller_id")), title=_opt(r.get("title")))
         for r in rows
     ]
+
+
+def _starts_like_image(path: Path) -> bool:
+    """A photo without an image extension ("x.jpg_large", "x.heic") is scanned, not read as a manifest."""
+    from . import imageio
+
+    try:
+        with open(path, "rb") as f:
+            return imageio.looks_like_image(f.read(16))
+    except OSError:
+        return False  # the manifest reader reports why it cannot be read
 
 
 # ----------------------------------------------------------------------------- rows
@@ -120,6 +131,21 @@ def error_row(item: ScanInput, reason: str) -> dict:
         row["listing_id"] = item.listing_id
     row.update({"status": "error", "error": reason, "verdict": "error", "flags": [], "matches": []})
     return row
+
+
+def json_line(row: dict) -> str:
+    """One results-file line for ``row``: UTF-8 JSON plus a newline.
+
+    A file name that is not valid UTF-8 (e.g. Latin-1 bytes from an old archive) reaches us as a
+    string with lone surrogates, which UTF-8 cannot encode; such a row is written with ``\\u``
+    escapes instead, so it is still one valid JSON line and reads back to the same ``image`` key.
+    """
+    line = json.dumps(row, ensure_ascii=False, allow_nan=False)
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        line = json.dumps(row, ensure_ascii=True, allow_nan=False)
+    return line + "\n"
 
 
 # ----------------------------------------------------------------------------- timings / summary
@@ -406,7 +432,7 @@ def run_scan(
                 else:
                     row = error_row(item, d.error if d.error is not None else errors.get(i, "not scanned"))
                     summary.errors += 1
-                lines.append(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n")
+                lines.append(json_line(row))
             for line in lines:  # one write per row: a kill leaves at most one partial line
                 f.write(line)
                 f.flush()
