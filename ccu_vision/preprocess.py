@@ -109,6 +109,33 @@ def is_transparent(img: Image.Image) -> bool:
     return img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info)
 
 
+BLANK_TOL = 6  # grey levels: an image whose colours all lie within this of each other is one flat colour
+
+
+def blank_reason(img: Image.Image, tol: int = BLANK_TOL) -> str | None:
+    """Why an image has nothing to match (fully transparent, or one flat colour), or None.
+
+    Such a reference would embed like a plain background and match the plain parts of every listing
+    photo, so the catalog refuses it. A mark on a transparent background is never blank, whatever
+    its colours; an opaque image (or one whose alpha covers it all) is blank when every pixel's
+    colour and alpha lie within ``tol`` grey levels of each other.
+    """
+    if is_transparent(img):
+        arr = np.asarray(img.convert("RGBA"))
+        seen = arr[:, :, 3] >= 16
+        if not seen.any():
+            return "blank image: fully transparent, nothing to match"
+        if not seen.all():
+            return None  # a shape against transparency
+        px = arr.reshape(-1, 4)
+    else:
+        px = np.asarray(img.convert("RGB")).reshape(-1, 3)
+    if px.size == 0 or int((px.max(0).astype(np.int16) - px.min(0)).max()) <= tol:
+        w, h = img.size
+        return f"blank image: one flat colour ({w}x{h}), nothing to match"
+    return None
+
+
 def _alpha_background(rgba: np.ndarray) -> float:
     """Background (0..1 grey) that :func:`flatten_alpha` puts under a float RGBA image: dark for light marks."""
     mark = rgba[:, :, 3] > 0.5

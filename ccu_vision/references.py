@@ -26,6 +26,7 @@ from PIL import Image, ImageOps
 
 from .catalog import REF_ID_LEN, REF_KINDS, Catalog, DuplicateRefError
 from .errors import CatalogError, ImageError, ManifestError
+from .preprocess import blank_reason
 
 log = logging.getLogger(__name__)
 
@@ -204,6 +205,9 @@ def _prepare(catalog: Catalog, embedder: Any, item: _Item) -> _Ready:
             image = load_image_bytes(data, item.path, draft_size=getattr(embedder, "query_size", None))
     except ImageError as e:
         return _Ready(item, error=e.reason)
+    blank = blank_reason(image)
+    if blank is not None:  # it would match the plain background of every listing
+        return _Ready(item, error=f"{blank}; not added (it would match plain backgrounds in every listing)")
     return _Ready(item, data=data, image=image)
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 
 # ------------------------------------------------------------------------------------ image builders
 
@@ -77,7 +77,11 @@ def make_la_png(path: Path) -> Path:
 
 
 def _frames() -> list[Image.Image]:
-    return [Image.new("RGB", (40, 20), c) for c in (RED, BLUE, GREEN)]
+    """Three frames, each one colour with a small white square (not blank: a reference must show something)."""
+    frames = [Image.new("RGB", (40, 20), c) for c in (RED, BLUE, GREEN)]
+    for f in frames:
+        ImageDraw.Draw(f).rectangle((2, 2, 7, 7), fill=(255, 255, 255))
+    return frames
 
 
 def make_animated_gif(path: Path) -> Path:

@@ -502,3 +502,14 @@ def test_resume_after_real_kill(env: dict[str, str], tmp_path: Path) -> None:
     assert names == sorted(f.name for f in dump.iterdir())  # none missing, none twice
     assert all(x["status"] == "ok" for x in rows)
     assert [Path(x["image"]).name for x in rows if x["verdict"] == "suspect"] == ["0200_copy.png"]
+
+
+def test_ref_add_refuses_a_blank_logo_naming_the_file(env: dict[str, str], tmp_path: Path) -> None:
+    blank = tmp_path / "blank.svg"
+    blank.write_text('<svg xmlns="http://www.w3.org/2000/svg" width="32" height="32"></svg>')
+    good = noise(tmp_path / "good.png", 3)
+    r = run(env, "ref", "add", "--brand", "Acme", "--kind", "logo", blank, good)
+    assert r.exit_code == 1, r.output
+    assert f"{blank}: blank image: fully transparent" in r.output
+    listed = run(env, "ref", "list", "--json")
+    assert listed.exit_code == 0 and [row["source_path"] for row in json_lines(listed.output)] == [str(good)]

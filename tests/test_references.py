@@ -55,6 +55,8 @@ def vectors_of(home: Path, ref_id: str) -> np.ndarray:
 @pytest.mark.parametrize("kind", ["logo", "product"])
 def test_messy_folder_every_file_answered(cat: Catalog, embedder: Embedder, image_cases, kind: str):
     folder, expected = image_cases
+    # decodable but blank: a reference would match plain backgrounds everywhere (scans still read them)
+    expected = {**expected, "transparent.png": "blank image", "1x1.png": "one flat colour (1x1)"}
     events = list(add_paths(cat, embedder, [folder, folder / "no-such-file.png"], "Acme", kind))
     by_path = {Path(e.path).relative_to(folder).as_posix(): e for e in events}
     assert len(events) == len(expected) + 1 and set(by_path) == {*expected, "no-such-file.png"}
@@ -229,3 +231,47 @@ def _png(seed: int) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(np.random.default_rng(seed).integers(0, 256, (20, 30, 3), dtype=np.uint8)).save(buf, "PNG")
     return buf.getvalue()
+
+
+def test_blank_references_are_refused_and_the_rest_kept(cat: Catalog, embedder: Embedder, tmp_path: Path):
+    """A blank reference (fully transparent, one flat colour, an SVG with nothing drawable) embeds like
+    a plain background and would match every listing: refused, naming the reason; good files still added."""
+    folder = tmp_path / "refs"
+    folder.mkdir()
+    (folder / "empty.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg" width="64" height="64" viewBox="0 0 64 64"></svg>')
+    (folder / "only-external.svg").write_text(
+        '<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" width="64" height="64">'
+        '<image href="http://example.com/logo.png" width="64" height="64"/></svg>')
+    Image.new("RGB", (80, 60), (200, 30, 30)).save(folder / "red.png")
+    Image.new("RGB", (80, 60), (200, 30, 30)).save(folder / "red.jpg", quality=60)  # JPEG noise stays flat
+    Image.new("RGBA", (40, 40), (0, 0, 0, 0)).save(folder / "clear.png")
+    shape = np.zeros((40, 40, 4), np.uint8)
+    shape[10:30, 10:30] = (200, 30, 30, 255)  # one colour, but a shape against transparency: a mark
+    Image.fromarray(shape, "RGBA").save(folder / "square.png")
+    photo(folder / "photo.png", 5)
+    events = {Path(e.path).name: e for e in add_paths(cat, embedder, [folder], "Acme", "logo")}
+    for name in ("empty.svg", "only-external.svg", "clear.png"):
+        assert not events[name].ok and "blank image: fully transparent" in events[name].error, events[name]
+    for name in ("red.png", "red.jpg"):
+        assert not events[name].ok and "blank image: one flat colour (80x60)" in events[name].error, events[name]
+        assert "would match plain backgrounds" in events[name].error
+    assert events["square.png"].ok and events["photo.png"].ok
+    assert cat.count("logo") == 2 and cat.check() == []
+    (ev,) = add_paths(cat, embedder, [folder / "red.png"], "Acme", "product")
+    assert not ev.ok and "one flat colour" in ev.error, "products too"
+
+
+def test_blank_reason_tolerance() -> None:
+    from ccu_vision.preprocess import BLANK_TOL, blank_reason
+
+    arr = np.full((20, 30, 3), 100, np.uint8)
+    assert blank_reason(Image.fromarray(arr)) is not None
+    arr[5, 5] = 100 + BLANK_TOL
+    assert blank_reason(Image.fromarray(arr)) is not None, "within the tolerance: still flat"
+    arr[5, 5] = 100 + BLANK_TOL + 1
+    assert blank_reason(Image.fromarray(arr)) is None, "one pixel beyond it is content"
+    rgba = np.zeros((20, 20, 4), np.uint8)
+    rgba[:, :] = (9, 9, 9, 255)
+    assert blank_reason(Image.fromarray(rgba, "RGBA")) is not None, "opaque all over in one colour"
+    rgba[:, :10, 3] = 120  # same colour, alpha varies: flattening makes two tones
+    assert blank_reason(Image.fromarray(rgba, "RGBA")) is None
