@@ -368,6 +368,8 @@ class Embedder:
         import onnxruntime as ort
 
         p = Path(path) if path is not None else default_model_path()
+        if p.is_dir():
+            raise ModelError(f"{p}: is a folder, not a model file (give the .onnx file inside it)")
         if not p.is_file():
             raise ModelError(f"{p}: model file not found")
         so = ort.SessionOptions()

@@ -209,7 +209,7 @@ def test_missing_and_garbage_files(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="model file not found") as e:
         Embedder(tmp_path / "nope.onnx")
     assert str(tmp_path / "nope.onnx") in str(e.value)
-    with pytest.raises(ModelError, match="not found"):
+    with pytest.raises(ModelError, match="is a folder, not a model file"):
         Embedder(tmp_path)  # a directory is not a model file
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
