@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -51,6 +52,14 @@ def one_model_args(doc: str) -> argparse.ArgumentParser:
     ap.add_argument("--photos", default="../shared/datasets/clothing-dataset-small")
     ap.add_argument("--model", default=DEFAULT_MODEL)
     return ap
+
+
+def logo_queries(args: argparse.Namespace) -> tuple[Path, list[dict], list[dict], Embedder]:
+    """What every single-model logo script starts from: the named draw (built on first use), its truth,
+    its logo queries (truth order) and the model (``--set``/``--photos``/``--model``)."""
+    root = build_eval_set(f"out/eval-{args.set}", SETS[args.set], args.photos)
+    truth = read_truth(root)
+    return root, truth, [t for t in truth if t["task"] == "logo"], Embedder(args.model)
 
 
 def true_box_crop(emb: Embedder, im, box: list[float]) -> np.ndarray:

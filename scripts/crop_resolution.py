@@ -14,11 +14,10 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from compare_models import KEYS, SETS, one_model_args, score_line  # scripts/ is on sys.path
+from compare_models import KEYS, logo_queries, one_model_args, score_line  # scripts/ is on sys.path
 from PIL import Image
 
 from ccu_vision.embedder import CROP_MARGIN, REFINE_CROPS, Embedder, best_per_reference, square_view
-from ccu_vision.evalset import build_eval_set, read_truth
 from ccu_vision.evaluate import eval_references
 from ccu_vision.preprocess import interpolation
 
@@ -45,10 +44,7 @@ def photo_crops(emb: Embedder, im: Image.Image, canvas_boxes: np.ndarray, lb, ca
 def main() -> None:
     ap = one_model_args(__doc__)
     args = ap.parse_args()
-    root = build_eval_set(f"out/eval-{args.set}", SETS[args.set], args.photos)
-    truth = read_truth(root)
-    rows = [t for t in truth if t["task"] == "logo"]
-    emb = Embedder(args.model)
+    root, truth, rows, emb = logo_queries(args)
     t0 = time.time()
     slugs, refs, owner = eval_references(emb, root)
     n = len(slugs)

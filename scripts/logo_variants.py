@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from compare_models import (  # scripts/ is on sys.path when run as a script
     KEYS,
-    SETS,
+    logo_queries,
     one_model_args,
     score_line,
     true_box_crop,
@@ -39,7 +39,6 @@ from ccu_vision.embedder import (
     best_per_reference,
     monochrome,
 )
-from ccu_vision.evalset import build_eval_set, read_truth
 from ccu_vision.evaluate import eval_references
 from ccu_vision.preprocess import interpolation
 
@@ -72,10 +71,7 @@ def main() -> None:
     ap = one_model_args(__doc__)
     ap.add_argument("--lowres", type=int, default=32, help="side of the low-resolution reference round trip")
     args = ap.parse_args()
-    root = build_eval_set(f"out/eval-{args.set}", SETS[args.set], args.photos)
-    truth = read_truth(root)
-    rows = [t for t in truth if t["task"] == "logo"]
-    emb = Embedder(args.model)
+    root, truth, rows, emb = logo_queries(args)
     slugs, base, base_owner = eval_references(emb, root)
     low, low_owner = lowres_views(emb, root, slugs, base_owner, args.lowres)
     both, both_owner = np.concatenate([base, low]), np.concatenate([base_owner, low_owner])

@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from compare_models import KEYS, SETS, one_model_args, score_line  # scripts/ is on sys.path
+from compare_models import KEYS, logo_queries, one_model_args, score_line  # scripts/ is on sys.path
 from PIL import Image
 
 from ccu_vision import synth
@@ -28,7 +28,6 @@ from ccu_vision.embedder import (
     monochrome,
     square_view,
 )
-from ccu_vision.evalset import build_eval_set, read_truth
 from ccu_vision.evaluate import eval_references
 from ccu_vision.photos import procedural_photos
 
@@ -75,10 +74,7 @@ def main() -> None:
     ap = one_model_args(__doc__)
     ap.add_argument("--dump", help="write a few printed views as PNG to this folder (for a look)")
     args = ap.parse_args()
-    root = build_eval_set(f"out/eval-{args.set}", SETS[args.set], args.photos)
-    truth = read_truth(root)
-    rows = [t for t in truth if t["task"] == "logo"]
-    emb = Embedder(args.model)
+    root, truth, rows, emb = logo_queries(args)
     t0 = time.time()
     slugs, base, base_owner = eval_references(emb, root)
     logos = [Image.open(root / "logos" / f"{s}.png") for s in slugs]
