@@ -362,13 +362,13 @@ def test_shared_trunk_is_checked(run: dict, torch_model: CcuNet) -> None:
     weights = str(run["out"] / f"{ARCH}.timm.pth")
     imagenet = create_backbone(ARCH, weights, run["base"])
     assert export_mod.check_shared_trunk(torch_model, imagenet, 2) < 1e-4, "training moved a frozen stage"
-    assert export_mod.shared_trunk_depth(torch_model, imagenet, 2) == 2
-    assert export_mod.shared_trunk_depth(torch_model, imagenet, 5) == 2, "stages 2+ were trained: not shareable"
+    assert export_mod.shared_trunk_depth(torch_model, imagenet, 2)[0] == 2
+    assert export_mod.shared_trunk_depth(torch_model, imagenet, 5)[0] == 2, "stages 2+ were trained: not shareable"
     with torch.no_grad():
         next(imagenet.blocks[1].parameters()).add_(0.5)
     with pytest.raises(ModelError, match="first 2 stages"):
         export_mod.check_shared_trunk(torch_model, imagenet, 2)
-    assert export_mod.shared_trunk_depth(torch_model, imagenet, 2) == 1, "the longest common prefix is shared"
+    assert export_mod.shared_trunk_depth(torch_model, imagenet, 2)[0] == 1, "the longest common prefix is shared"
     with torch.no_grad():
         next(imagenet.conv_stem.parameters()).add_(0.5)
     with pytest.raises(ModelError, match="stem"):

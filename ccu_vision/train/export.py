@@ -114,8 +114,9 @@ def check_shared_trunk(model: CcuNet, dup_backbone: torch.nn.Module, shared: int
     return diff
 
 
-def shared_trunk_depth(model: CcuNet, dup_backbone: torch.nn.Module, upto: int) -> int:
-    """The most stages (at most ``upto``) the two backbones share exactly after the stem.
+def shared_trunk_depth(model: CcuNet, dup_backbone: torch.nn.Module, upto: int) -> tuple[int, float]:
+    """The most stages (at most ``upto``) the two backbones share exactly after the stem, and the
+    trunk's largest |difference| there (:func:`check_shared_trunk`).
 
     A continuation that freezes more stages than its parent (``freeze_blocks`` 5 from a model trained
     with 2) still holds the parent's fine-tuned stages 2-4, so only the first two can be shared with
@@ -125,8 +126,7 @@ def shared_trunk_depth(model: CcuNet, dup_backbone: torch.nn.Module, upto: int) 
 
     for k in range(max(0, upto), -1, -1):
         try:
-            check_shared_trunk(model, dup_backbone, k)
-            return k
+            return k, check_shared_trunk(model, dup_backbone, k)
         except ModelError:
             continue
     raise ModelError("the fine-tuned and the near-duplicate backbone differ already in their stem; no trunk can be shared")
@@ -191,12 +191,11 @@ def export_onnx(model: CcuNet, cfg: dict, out: Path, model_id: str | None = None
         if dup_backbone is None:
             net = WithGlobal(model, mean, proj)
         else:
-            depth = shared_trunk_depth(model, dup_backbone, shared)
+            depth, diff = shared_trunk_depth(model, dup_backbone, shared)
             if depth < shared:
                 log.info("frozen in training: %d stages; shared with the near-duplicate backbone: %d", shared, depth)
             shared = depth
-            log.info("shared trunk checked: stem + %d stages, max |diff| %.2g", shared,
-                     check_shared_trunk(model, dup_backbone, shared))
+            log.info("shared trunk checked: stem + %d stages, max |diff| %.2g", shared, diff)
             net = DualBackbone(model, dup_backbone.eval(), shared, mean, proj)
         outputs = ["local", "global_feat", "whiten_mean", "whiten_proj"]
         axes = {"image": {0: "N", 2: "H", 3: "W"}, "local": {0: "N", 2: "h", 3: "w"},
