@@ -331,6 +331,21 @@ def _prepare_resume(out: Path) -> tuple[Counter, bool]:
 # ----------------------------------------------------------------------------- the pipeline
 
 
+def _write_rows(f: Any, lines: list[str], out: Path, sync: bool) -> None:
+    """Append result lines to ``out`` one write per row (a kill leaves at most one partial line),
+    fsync when asked; a failed write (disk full, I/O error) is an ``OSError`` naming ``out``."""
+    try:
+        for line in lines:
+            f.write(line)
+            f.flush()
+        if sync:
+            os.fsync(f.fileno())
+    except OSError as e:
+        if e.filename is not None:
+            raise
+        raise OSError(e.errno, f"{e.strerror or e} (writing results)", str(out)) from e
+
+
 def default_workers() -> int:
     """Decode threads: one per core, at least 2, at most 8."""
     return max(2, min(8, os.cpu_count() or 2))
@@ -392,7 +407,7 @@ def run_scan(
                dynamic_ncols=True, leave=True)
     pool = ThreadPoolExecutor(max_workers=nw, thread_name_prefix="ccu-decode")
     f = open(out, "a", encoding="utf-8", newline="\n")
-    since_sync = 0
+    since_sync, done = 0, False
     try:
         pending: deque[tuple[ScanInput, Future]] = deque()
         it = iter(todo)
@@ -433,12 +448,9 @@ def run_scan(
                     row = error_row(item, d.error if d.error is not None else errors.get(i, "not scanned"))
                     summary.errors += 1
                 lines.append(json_line(row))
-            for line in lines:  # one write per row: a kill leaves at most one partial line
-                f.write(line)
-                f.flush()
             since_sync += len(lines)
+            _write_rows(f, lines, out, sync=since_sync >= fsync_every)
             if since_sync >= fsync_every:
-                os.fsync(f.fileno())
                 since_sync = 0
             summary.scanned += len(batch)
             st["write"].seconds += time.perf_counter() - t0
@@ -467,12 +479,16 @@ def run_scan(
                 batch, n_good = [], 0
         if batch:
             flush_batch(batch)
-        f.flush()
-        os.fsync(f.fileno())
+        _write_rows(f, [], out, sync=True)
+        done = True
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-        f.close()
         bar.close()
+        try:
+            f.close()  # retries whatever a failed write left buffered
+        except OSError as e:
+            if done:  # otherwise the write error already on its way names the file
+                raise OSError(e.errno, f"{e.strerror or e} (writing results)", str(out)) from e
     st["search"].seconds = match_t.get("search", 0.0)
     st["decide"].seconds = match_t.get("decide", 0.0)
     st["verify"].seconds = match_t.get("verify", 0.0)

@@ -513,3 +513,14 @@ def test_ref_add_refuses_a_blank_logo_naming_the_file(env: dict[str, str], tmp_p
     assert f"{blank}: blank image: fully transparent" in r.output
     listed = run(env, "ref", "list", "--json")
     assert listed.exit_code == 0 and [row["source_path"] for row in json_lines(listed.output)] == [str(good)]
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (a device where every write fails: disk full)")
+def test_scan_onto_a_full_disk_is_one_line_naming_the_file(env: dict[str, str], tmp_path: Path) -> None:
+    shot = noise(tmp_path / "refs" / "shot.png", 11)
+    assert run(env, "ref", "add", "--brand", "Acme", "--kind", "product", shot).exit_code == 0
+    dump = tmp_path / "dump"
+    noise(dump / "a.png", 12)
+    r = CliRunner().invoke(cli, ["scan", str(dump), "--out", "/dev/full"], env=env)
+    assert r.exit_code == 1 and r.exception is not None and isinstance(r.exception, SystemExit)
+    assert "Error: [Errno 28] No space left on device (writing results): '/dev/full'" in r.output

@@ -355,3 +355,26 @@ def test_scan_messy_dump_one_correct_row_per_file(tmp_path: Path, embedder: Embe
         else:
             assert r["status"] == "error" and reason in r["error"], (name, r.get("error"))
     assert s.errors == sum(v is not None for v in expected.values())
+
+
+def test_a_failed_results_write_names_the_file(tmp_path: Path) -> None:
+    """Disk full / I/O errors while appending results carry no file name of their own: the error names ``out``."""
+    import errno
+
+    from ccu_vision.scan import _write_rows
+
+    class Full:
+        def write(self, s: str) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def flush(self) -> None:
+            pass
+
+    out = tmp_path / "r.jsonl"
+    with pytest.raises(OSError) as e:
+        _write_rows(Full(), ['{"a": 1}\n'], out, sync=False)
+    assert e.value.errno == errno.ENOSPC and e.value.filename == str(out)
+    assert str(out) in str(e.value) and "writing results" in str(e.value)
+    with open(out, "a", encoding="utf-8") as f:  # and a working file gets every line, fsynced
+        _write_rows(f, ['{"a": 1}\n', '{"b": 2}\n'], out, sync=True)
+    assert out.read_text() == '{"a": 1}\n{"b": 2}\n'
