@@ -331,6 +331,11 @@ def _prepare_resume(out: Path) -> tuple[Counter, bool]:
 # ----------------------------------------------------------------------------- the pipeline
 
 
+def _results_error(e: OSError, out: Path) -> OSError:
+    """A failed write of the results file as an ``OSError`` naming it (write errors carry no file name)."""
+    return e if e.filename is not None else OSError(e.errno, f"{e.strerror or e} (writing results)", str(out))
+
+
 def _write_rows(f: Any, lines: list[str], out: Path, sync: bool) -> None:
     """Append result lines to ``out`` one write per row (a kill leaves at most one partial line),
     fsync when asked; a failed write (disk full, I/O error) is an ``OSError`` naming ``out``."""
@@ -341,9 +346,10 @@ def _write_rows(f: Any, lines: list[str], out: Path, sync: bool) -> None:
         if sync:
             os.fsync(f.fileno())
     except OSError as e:
-        if e.filename is not None:
+        named = _results_error(e, out)
+        if named is e:
             raise
-        raise OSError(e.errno, f"{e.strerror or e} (writing results)", str(out)) from e
+        raise named from e
 
 
 def default_workers() -> int:
@@ -449,8 +455,9 @@ def run_scan(
                     summary.errors += 1
                 lines.append(json_line(row))
             since_sync += len(lines)
-            _write_rows(f, lines, out, sync=since_sync >= fsync_every)
-            if since_sync >= fsync_every:
+            sync = since_sync >= fsync_every
+            _write_rows(f, lines, out, sync=sync)
+            if sync:
                 since_sync = 0
             summary.scanned += len(batch)
             st["write"].seconds += time.perf_counter() - t0
@@ -488,7 +495,7 @@ def run_scan(
             f.close()  # retries whatever a failed write left buffered
         except OSError as e:
             if done:  # otherwise the write error already on its way names the file
-                raise OSError(e.errno, f"{e.strerror or e} (writing results)", str(out)) from e
+                raise _results_error(e, out) from e
     st["search"].seconds = match_t.get("search", 0.0)
     st["decide"].seconds = match_t.get("decide", 0.0)
     st["verify"].seconds = match_t.get("verify", 0.0)
