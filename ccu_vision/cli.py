@@ -19,6 +19,7 @@ import click
 
 from . import __version__
 from .errors import CcuError
+from .jsontext import dumps_utf8
 
 log = logging.getLogger(__name__)
 
@@ -102,12 +103,7 @@ def _jsonable(obj: Any) -> Any:
 
 
 def _echo_json(obj: Any) -> None:
-    text = json.dumps(_jsonable(obj), ensure_ascii=False)
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:  # a non-UTF-8 file name: \u escapes keep the line valid JSON
-        text = json.dumps(_jsonable(obj), ensure_ascii=True)
-    click.echo(text)
+    click.echo(dumps_utf8(_jsonable(obj)))
 
 
 # ----------------------------------------------------------------------------- root

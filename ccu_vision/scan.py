@@ -35,6 +35,7 @@ import numpy as np
 
 from . import verify
 from .errors import CcuError, ImageError
+from .jsontext import dumps_utf8
 from .matcher import DEFAULT_REGION_K, DEFAULT_TOP_K, CatalogLike, match_photos
 from .preprocess import Letterbox, letterbox
 
@@ -140,12 +141,7 @@ def json_line(row: dict) -> str:
     string with lone surrogates, which UTF-8 cannot encode; such a row is written with ``\\u``
     escapes instead, so it is still one valid JSON line and reads back to the same ``image`` key.
     """
-    line = json.dumps(row, ensure_ascii=False, allow_nan=False)
-    try:
-        line.encode("utf-8")
-    except UnicodeEncodeError:
-        line = json.dumps(row, ensure_ascii=True, allow_nan=False)
-    return line + "\n"
+    return dumps_utf8(row, allow_nan=False) + "\n"
 
 
 # ----------------------------------------------------------------------------- timings / summary
