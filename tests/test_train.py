@@ -453,6 +453,59 @@ def test_train_from_an_onnx_model_imprints_proxies(run: dict) -> None:
     assert any("resumed from" in line for line in lines) and not any("initialised" in line for line in lines)
 
 
+def test_trunk_and_top_compose_to_forward(torch_model: CcuNet) -> None:
+    """The split the distillation teacher shares (frozen stem + first k stages) computes forward exactly."""
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        full = torch_model(x)
+        for k in (0, 2, len(torch_model.backbone.blocks)):
+            assert torch.allclose(torch_model.top(torch_model.trunk(x, k), k), full, atol=1e-5), k
+
+
+def test_distillation_is_zero_at_the_teacher_and_pulls_back_a_drifted_student(torch_model: CcuNet) -> None:
+    import copy
+
+    maker = BatchMaker(DataConfig(query_size=64, ref_size=64, copy_size=64, logos_per_batch=4, copies_per_batch=0,
+                                  region_scales=(1, 2), mark_crops=True),
+                       logos.MaskBank(logos.brands("train")[:6], size=64), procedural_photos(8, 96, seed=1),
+                       None, seed=0)
+    batch = maker.batch()
+    cfg = {**TINY_CFG, "temperature": 0.05, "proxy_scale": 20.0, "w_proxy": 1.0, "w_logo_nce": 1.0,
+           "w_copy_nce": 0.0, "gem_p": 3.0, "freeze_blocks": 2, "w_distill": 10.0}
+    cfg["data"] = {**cfg["data"], "mean": (0.5,) * 3, "std": (0.5,) * 3}
+    proxies = torch.randn(6, torch_model.dim, generator=torch.Generator().manual_seed(1))
+    student = copy.deepcopy(torch_model)
+    student.freeze(2)
+    teacher = copy.deepcopy(torch_model)
+    dev = torch.device("cpu")
+    same = train_mod.step_losses(student, proxies, batch, cfg, dev, teacher)
+    assert float(same["distill"].detach()) < 1e-5, same["distill"]
+    plain = train_mod.step_losses(student, proxies, batch, cfg, dev)
+    assert "distill" not in plain and torch.allclose(plain["total"], same["total"], atol=1e-4)
+    with torch.no_grad():  # drift the student's last stage: the term grows and its gradient reaches it
+        for prm in student.backbone.blocks[-1].parameters():
+            prm.add_(0.05 * torch.randn(prm.shape, generator=torch.Generator().manual_seed(2)))
+    drifted = train_mod.step_losses(student, proxies, batch, cfg, dev, teacher)
+    assert float(drifted["distill"].detach()) > 1e-3, drifted["distill"]
+    student.zero_grad()
+    drifted["distill"].backward()
+    assert student.backbone.blocks[-1][0].conv_pw.weight.grad.abs().sum() > 0
+    assert all(prm.grad is None for prm in teacher.parameters())
+    assert all(prm.grad is None for prm in student.backbone.blocks[0].parameters()), "frozen stages stay frozen"
+
+
+def test_distillation_run_needs_an_init_file(run: dict, tmp_path: Path) -> None:
+    cfg = json.loads(run["cfg_path"].read_text())
+    cfg_path = tmp_path / "distill.json"
+    cfg_path.write_text(json.dumps({**cfg, "w_distill": 10.0}))
+    lines = _train(["--config", str(cfg_path), "--out", str(tmp_path / "d"), "--init", str(run["onnx"]),
+                    "--steps", "1"])
+    assert any(line.startswith(f"distilling to {run['onnx']}") for line in lines), lines
+    assert any("distill=" in line for line in lines), lines
+    with pytest.raises(SystemExit, match="w_distill needs --init"):
+        _train(["--config", str(cfg_path), "--out", str(tmp_path / "e"), "--steps", "1"])
+
+
 def test_interpolation_runs_between_the_init_file_and_the_fine_tune(run: dict, tmp_path: Path) -> None:
     """WiSE-FT: alpha 0 computes what the --init file computes, alpha 1 is the fine-tune, 0.5 the midpoint;
     the output folder is a run folder export reads, with the command appended to train_command."""

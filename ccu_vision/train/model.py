@@ -89,6 +89,24 @@ class CcuNet(nn.Module):
             f = self.proj(f)
         return F.relu(f)
 
+    def trunk(self, x: torch.Tensor, n_blocks: int) -> torch.Tensor:
+        """Stem + the first ``n_blocks`` stages (what :meth:`freeze` freezes); ``top`` runs the rest."""
+        b = self.backbone
+        x = b.bn1(b.conv_stem(x))
+        for blk in list(b.blocks)[:n_blocks]:
+            x = blk(x)
+        return x
+
+    def top(self, f: torch.Tensor, n_blocks: int) -> torch.Tensor:
+        """The stages after ``n_blocks``, head conv, projection and ReLU: ``top(trunk(x, k), k) == forward(x)``."""
+        b = self.backbone
+        for blk in list(b.blocks)[n_blocks:]:
+            f = blk(f)
+        f = b.bn2(b.conv_head(f))
+        if self.proj is not None:
+            f = self.proj(f)
+        return F.relu(f)
+
     def freeze(self, n_blocks: int) -> None:
         """Freeze the stem and the first ``n_blocks`` stages; keep every BatchNorm in eval mode."""
         b = self.backbone

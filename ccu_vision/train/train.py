@@ -107,19 +107,45 @@ def margin_loss(q: torch.Tensor, r: torch.Tensor, bg: torch.Tensor, m_pos: float
     return loss, pos.detach().mean(), per_ref.detach().mean()
 
 
-def step_losses(model: CcuNet, proxies: torch.Tensor, batch: dict, cfg: dict, dev: torch.device) -> dict:
+def step_losses(model: CcuNet, proxies: torch.Tensor, batch: dict, cfg: dict, dev: torch.device,
+                teacher: CcuNet | None = None) -> dict:
+    """One batch's losses. With a ``teacher`` (the ``--init`` model, frozen) and ``w_distill`` > 0, a
+    distillation term keeps every embedding the task losses use close to the teacher's."""
     p, t = cfg["gem_p"], cfg["temperature"]
     d = cfg["data"]
+    k = int(cfg.get("freeze_blocks", 0))
+    pairs: list[tuple[torch.Tensor, torch.Tensor]] = []  # (student, teacher) embeddings to distill
 
     def inp(key: str) -> torch.Tensor:
         return to_input(batch[key], d.get("mean", (0.5, 0.5, 0.5)), d.get("std", (0.5, 0.5, 0.5)), dev)
 
-    q_local = model(inp("query"))
+    def local(key: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Student local map, and the teacher's (frozen trunk shared: it is the same weights)."""
+        x = inp(key)
+        if teacher is None:
+            return model(x), None
+        if k > 0:
+            with torch.no_grad():
+                f = model.trunk(x, k)
+                t_local = teacher.top(f, k)
+            return model.top(f, k), t_local
+        with torch.no_grad():
+            t_local = teacher(x)
+        return model(x), t_local
+
+    q_local, qt_local = local("query")
     q = gem_windows(q_local, batch["query_win"], p)
     bg = torch.zeros((0, q.shape[1]), device=dev)
     if len(batch["bg_win"]):
         bg = gem_windows(q_local[batch["bg_owner"].to(dev)], batch["bg_win"], p)
-    r = gem_global(model(inp("ref")), p)
+    r_local, rt_local = local("ref")
+    r = gem_global(r_local, p)
+    if teacher is not None:
+        with torch.no_grad():
+            pairs.append((q, gem_windows(qt_local, batch["query_win"], p)))
+            pairs.append((r, gem_global(rt_local, p)))
+            if len(batch["bg_win"]):
+                pairs.append((bg, gem_windows(qt_local[batch["bg_owner"].to(dev)], batch["bg_win"], p)))
     labels = batch["label"].to(dev)
     W = F.normalize(proxies, dim=1)
     s = cfg["proxy_scale"]
@@ -132,7 +158,11 @@ def step_losses(model: CcuNet, proxies: torch.Tensor, batch: dict, cfg: dict, de
         out.update(margin=l_margin, pos_sim=pos, hard_neg_sim=hard)
         total = total + cfg["w_margin"] * l_margin
     if "mark_crop" in batch and cfg.get("w_crop", 0.0) > 0:  # the scanner's second stage: crop -> reference
-        c = gem_global(model(inp("mark_crop")), p)
+        c_local, ct_local = local("mark_crop")
+        c = gem_global(c_local, p)
+        if ct_local is not None:
+            with torch.no_grad():
+                pairs.append((c, gem_global(ct_local, p)))
         l_crop = 0.5 * F.cross_entropy(s * c @ W.t(), labels) + nce(c, r, t)
         out["crop"] = l_crop
         total = total + cfg["w_crop"] * l_crop
@@ -146,6 +176,10 @@ def step_losses(model: CcuNet, proxies: torch.Tensor, batch: dict, cfg: dict, de
         total = total + cfg["w_copy_nce"] * l_copy
         with torch.no_grad():
             out["copy_acc"] = ((a @ b.t()).argmax(1) == torch.arange(len(a), device=dev)).float().mean()
+    if teacher is not None and cfg.get("w_distill", 0.0) > 0:
+        l_distill = torch.stack([(1.0 - (s_ * t_).sum(1)).mean() for s_, t_ in pairs]).mean()
+        out["distill"] = l_distill
+        total = total + cfg["w_distill"] * l_distill
     with torch.no_grad():
         out["logo_acc"] = ((q @ r.t()).argmax(1) == torch.arange(len(q), device=dev)).float().mean()
     out["total"] = total
@@ -243,6 +277,18 @@ def main(argv: list[str] | None = None) -> int:
         proxies.data.copy_(imprint_proxies(model, refs, d.get("mean", (0.5,) * 3), d.get("std", (0.5,) * 3),
                                            cfg["gem_p"]))
         log.info("proxies imprinted from %d reference embeddings", len(refs))
+    teacher = None
+    if cfg.get("w_distill", 0.0) > 0:  # the --init model, frozen: rebuilt from the file (also on resume)
+        from .warmstart import load_onnx_weights
+
+        if not cfg.get("init"):
+            raise SystemExit("w_distill needs --init: the teacher is the model the run starts from")
+        teacher = build_model(build_cfg, out).to(dev).to(memory_format=torch.channels_last)
+        load_onnx_weights(teacher, cfg["init"])
+        teacher.eval()
+        for prm in teacher.parameters():
+            prm.requires_grad = False
+        log.info("distilling to %s (w_distill %g)", cfg["init"], cfg["w_distill"])
     head = list(model.proj.parameters())
     body = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("proj.")]
     opt = torch.optim.AdamW([
@@ -284,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         f = lr_factor(step, total, cfg["warmup"], time_frac)
         for g, b in zip(opt.param_groups, base_lrs):
             g["lr"] = b * f
-        losses = step_losses(model, proxies, batch, cfg, dev)
+        losses = step_losses(model, proxies, batch, cfg, dev, teacher)
         opt.zero_grad(set_to_none=True)
         losses["total"].backward()
         opt.step()
