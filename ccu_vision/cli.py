@@ -109,6 +109,20 @@ def _echo_json(obj: Any) -> None:
 # ----------------------------------------------------------------------------- root
 
 
+class _EnvOption(click.Option):
+    """An option whose errors say when the bad value came from its environment variable."""
+
+    def get_error_hint(self, ctx: click.Context) -> str:
+        hint = super().get_error_hint(ctx)
+        if self.envvar and ctx.get_parameter_source(self.name) == click.core.ParameterSource.ENVIRONMENT:
+            hint += f" (from ${self.envvar})"
+        return hint
+
+
+_NON_NEGATIVE_INT = click.IntRange(min=0)
+_NON_NEGATIVE_INT.name = "integer"  # Click's own wording would be "not a valid integer range"
+
+
 class _ClickHandler(logging.Handler):
     """Log records to the *current* stderr via click (works under CliRunner and real processes)."""
 
@@ -142,11 +156,11 @@ Examples:
 """,
 )
 @click.version_option(__version__, "--version", prog_name="ccu-vision", message="%(prog)s %(version)s")
-@click.option("--home", envvar="CCU_HOME", default=DEFAULT_HOME, show_default=True, metavar="DIR",
+@click.option("--home", envvar="CCU_HOME", cls=_EnvOption, default=DEFAULT_HOME, show_default=True, metavar="DIR",
               help="Reference catalog folder [env CCU_HOME].")
-@click.option("--model", envvar="CCU_MODEL", default=None, metavar="PATH",
+@click.option("--model", envvar="CCU_MODEL", cls=_EnvOption, default=None, metavar="PATH",
               help="ONNX embedder file [env CCU_MODEL; default: the shipped model].")
-@click.option("--threads", envvar="CCU_THREADS", type=click.IntRange(min=0), default=None, metavar="N",
+@click.option("--threads", envvar="CCU_THREADS", type=_NON_NEGATIVE_INT, default=None, metavar="N", cls=_EnvOption,
               help="ONNX Runtime threads (0 = all cores) [env CCU_THREADS].")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 @click.pass_context

@@ -100,6 +100,15 @@ def test_usage_errors_exit_2(env: dict[str, str]) -> None:
     assert run(env, "nonsense").exit_code == 2
 
 
+def test_a_bad_environment_value_is_named_as_such(env: dict[str, str]) -> None:
+    r = run({**env, "CCU_THREADS": "abc"}, "model", "info")
+    assert r.exit_code == 2
+    assert "Invalid value for '--threads' (from $CCU_THREADS): 'abc' is not a valid integer." in r.output
+    r = run(env, "--threads", "-1", "model", "info")  # given on the command line: no env hint
+    assert r.exit_code == 2 and "'--threads': -1 is not in the range x>=0" in r.output, r.output
+    assert run({**env, "CCU_THREADS": "2"}, "model", "info").exit_code == 0
+
+
 def test_model_info(env: dict[str, str], tmp_path: Path) -> None:
     r = run(env, "model", "info", "--json")
     assert r.exit_code == 0
