@@ -115,7 +115,8 @@ def imprint_proxies(model: CcuNet, refs: np.ndarray, mean, std, gem_p: float, ba
     was_training = model.training
     model.eval()
     dev = next(model.parameters()).device
-    out = [gem_global(model(to_input(torch.from_numpy(refs[i : i + batch]), mean, std, dev)), gem_p)
-           for i in range(0, len(refs), batch)]
+    with torch.no_grad():  # no graph kept across thousands of references
+        out = [gem_global(model(to_input(torch.from_numpy(refs[i : i + batch]), mean, std, dev)), gem_p)
+               for i in range(0, len(refs), batch)]
     model.train(was_training)
     return torch.cat(out)
