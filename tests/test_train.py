@@ -494,6 +494,22 @@ def test_distillation_is_zero_at_the_teacher_and_pulls_back_a_drifted_student(to
     assert all(prm.grad is None for prm in student.backbone.blocks[0].parameters()), "frozen stages stay frozen"
 
 
+def test_proxies_stay_at_their_imprint_when_their_learning_rate_is_zero(run: dict, tmp_path: Path) -> None:
+    """badge-fixed-proxies.json (v14c): proxy_lr 0 keeps the imprinted proxies exactly; 0.01 moves them."""
+    cfg = json.loads(run["cfg_path"].read_text())
+    moved = {}
+    for lr in (0.0, 0.01):
+        cfg_path = tmp_path / f"p{lr}.json"
+        cfg_path.write_text(json.dumps({**cfg, "proxy_lr": lr}))
+        for steps in (1, 2):  # step 1 checkpoints the imprint after one update; compare with step 2
+            _train(["--config", str(cfg_path), "--out", str(tmp_path / f"r{lr}-{steps}"), "--init", str(run["onnx"]),
+                    "--steps", str(steps)])
+        a = _load(tmp_path / f"r{lr}-1" / "last.pt")["proxies"]
+        b = _load(tmp_path / f"r{lr}-2" / "last.pt")["proxies"]
+        moved[lr] = float((a - b).abs().max())
+    assert moved[0.0] == 0.0 and moved[0.01] > 1e-3, moved
+
+
 def test_distillation_run_needs_an_init_file(run: dict, tmp_path: Path) -> None:
     cfg = json.loads(run["cfg_path"].read_text())
     cfg_path = tmp_path / "distill.json"
