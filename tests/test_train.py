@@ -510,6 +510,21 @@ def test_proxies_stay_at_their_imprint_when_their_learning_rate_is_zero(run: dic
     assert moved[0.0] == 0.0 and moved[0.01] > 1e-3, moved
 
 
+def test_a_model_file_carries_the_commands_that_made_it(run: dict, tmp_path: Path) -> None:
+    """train appends to the --init file's (or resumed run's) chain, export and calibrate append theirs."""
+    from ccu_vision.train.export import file_train_command
+
+    chain = file_train_command(run["onnx"]).split(" && ")
+    assert chain[0] == f"ccu-vision train --config {run['cfg_path']} --out {run['out']}", chain
+    assert chain[1] == f"ccu-vision train --config {run['cfg_path']} --out {run['out']} --resume --steps 3", chain
+    assert chain[2].startswith(f"ccu-vision export --run {run['out']} --out {run['onnx']}") and len(chain) == 3
+    out = tmp_path / "warm"
+    _train(["--config", str(run["cfg_path"]), "--out", str(out), "--init", str(run["onnx"]), "--steps", "1"])
+    cmd = json.loads((out / "config.json").read_text())["train_command"]
+    assert cmd == " && ".join(chain) + f" && ccu-vision train --config {run['cfg_path']} --out {out} --init {run['onnx']} --steps 1"
+    assert file_train_command(tmp_path / "missing.onnx") == ""
+
+
 def test_distillation_run_needs_an_init_file(run: dict, tmp_path: Path) -> None:
     cfg = json.loads(run["cfg_path"].read_text())
     cfg_path = tmp_path / "distill.json"
@@ -833,9 +848,10 @@ def test_calibrate_model_writes_thresholds(tmp_path: Path) -> None:
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(evalset_mod, "find_photo_dir", lambda explicit=None: None)
         es = build_eval_set(tmp_path / "calib", cfg)
-    res = calibrate_model(model, es)
+    res = calibrate_model(model, es, command=["--model", "m.onnx"])
     th = res["thresholds"]
     after = Embedder(model).info
+    assert after.extra["train_command"].endswith("python -m ccu_vision.train.calibrate --model m.onnx")
     assert after.thresholds == json.loads(json.dumps(th))
     assert set(th) >= {"logo", "near_duplicate", "precision", "calibrated_on", "recall_at_threshold"}
     assert th["precision"] == 0.95 and th["calibrated_on"] == asdict(cfg)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -32,7 +33,7 @@ from ..evalset import EvalConfig, build_eval_set, read_truth
 from ..evaluate import dup_metrics, logo_metrics, rank_with_embedder
 from ..thresholds import negative_quantile
 from ..verify import VerifyConfig
-from .export import set_thresholds
+from .export import append_command, set_thresholds
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +51,11 @@ def _recall_at(truth: list[dict], ranked: list, task: str, threshold: float) -> 
 
 def calibrate_model(model: Path, evalset: Path | Sequence[Path], precision: float = 0.95,
                     verify: VerifyConfig | None = VerifyConfig(),  # noqa: B008 - frozen dataclass
-                    max_fpr: float = 0.01, fpr_confidence: float | None = 0.95) -> dict:
+                    max_fpr: float = 0.01, fpr_confidence: float | None = 0.95,
+                    command: list[str] | None = None) -> dict:
     """Compute thresholds on ``evalset`` (one set, or several pooled) and write them into ``model``.
 
+    ``command`` (the calibrate arguments) is appended to the file's ``ccu.train_command``.
     Returns the thresholds with the calibration metrics (of the pooled queries).
     """
     sets = [Path(evalset)] if isinstance(evalset, (str, Path)) else [Path(e) for e in evalset]
@@ -94,7 +97,11 @@ def calibrate_model(model: Path, evalset: Path | Sequence[Path], precision: floa
     }
     if verify is not None:
         th["dup_scoring"] = verify.key()  # what the near-duplicate threshold is a threshold of
-    set_thresholds(model, th)
+    extra = None
+    if command is not None:
+        extra = {"train_command": append_command(emb.info.extra.get("train_command", ""),
+                                                 "python -m ccu_vision.train.calibrate", command)}
+    set_thresholds(model, th, extra)
     return {"thresholds": th, "logo": lm, "dup": dm}
 
 
@@ -122,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         if not (es / "set.json").is_file():
             ap.error(f"{es}: not an evaluation set (no set.json); build it first (ccu_vision.evalset)")
     res = calibrate_model(args.model, sets, args.precision, None if args.no_verify else VerifyConfig(),
-                          args.max_fpr, args.fpr_confidence or None)
+                          args.max_fpr, args.fpr_confidence or None,
+                          command=sys.argv[1:] if argv is None else list(argv))
     print(json.dumps(res["thresholds"], indent=2))
     lm, dm = res["logo"], res["dup"]
     print(f"calibration set: logo R@1 {lm['recall@1']:.3f} R@5 {lm['recall@5']:.3f} AP {lm['ap']:.3f} "

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 from pathlib import Path
 
 import torch
@@ -238,6 +239,25 @@ def quantize_int8(src: Path, dst: Path) -> Path:
     return dst
 
 
+def append_command(prev: str, tool: str, argv: list[str]) -> str:
+    """``prev && tool argv...``: the command chain that reproduces a model file, one step longer."""
+    import shlex
+
+    cmd = f"{tool} {shlex.join(argv)}".strip()
+    return f"{prev} && {cmd}" if prev else cmd
+
+
+def file_train_command(path: str | Path) -> str:
+    """The ``ccu.train_command`` of an exported model file ("" when it has none or cannot be read)."""
+    import onnx
+
+    try:
+        m = onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - the caller's own loading reports a bad file properly
+        return ""
+    return next((p.value for p in m.metadata_props if p.key == "ccu.train_command"), "")
+
+
 def set_thresholds(path: Path, thresholds: dict, extra: dict | None = None) -> None:
     """Write calibrated thresholds (and other metadata) into an exported model file, atomically."""
     import onnx
@@ -307,6 +327,8 @@ def main(argv: list[str] | None = None) -> int:
         model = build_model({**cfg, "weights": "none"}, cache)
         load_onnx_weights(model, args.onnx)
         train_info = json.loads(info.extra.get("train", "{}") or "{}")
+    argv_list = sys.argv[1:] if argv is None else list(argv)
+    cfg["train_command"] = append_command(cfg.get("train_command", ""), "ccu-vision export", argv_list)
     dup, extra = None, {}
     if args.dup_backbone == "imagenet":
         dup = create_backbone(cfg["arch"], args.weights, cache)
