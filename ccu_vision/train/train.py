@@ -226,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
             saved["steps"] = args.steps
         cfg = saved
     cfg = migrate_config(cfg, str(out / "config.json") if args.resume else (args.config or "default.json"))
+    if cfg.get("w_distill", 0.0) > 0 and not cfg.get("init"):  # checked before any slow set-up
+        raise SystemExit("w_distill needs --init: the teacher is the model the run starts from")
     # the file's own command chain: the --init file's (a fresh run from it), or the resumed run's
     prev = cfg.get("train_command", "")
     if cfg.get("init") and not (args.resume and (out / "config.json").exists()):
@@ -289,8 +291,6 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.get("w_distill", 0.0) > 0:  # the --init model, frozen: rebuilt from the file (also on resume)
         from .warmstart import load_onnx_weights
 
-        if not cfg.get("init"):
-            raise SystemExit("w_distill needs --init: the teacher is the model the run starts from")
         teacher = build_model(build_cfg, out).to(dev).to(memory_format=torch.channels_last)
         load_onnx_weights(teacher, cfg["init"])
         teacher.eval()
