@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from ..logos import brands as brand_split
 from ..photos import find_photo_dir, list_photos, load_photos, photo_class, procedural_photos
 from .data import BatchStream, DataConfig, to_input
-from .export import append_command
+from .export import append_command, file_train_command
 from .model import CcuNet, create_backbone, gem_global, gem_windows
 
 log = logging.getLogger(__name__)
@@ -231,8 +231,6 @@ def main(argv: list[str] | None = None) -> int:
     # the file's own command chain: the --init file's (a fresh run from it), or the resumed run's
     prev = cfg.get("train_command", "")
     if cfg.get("init") and not (args.resume and (out / "config.json").exists()):
-        from .export import file_train_command
-
         prev = file_train_command(cfg["init"])
     cfg["train_command"] = append_command(prev, "ccu-vision train", sys.argv[1:] if argv is None else list(argv))
     (out / "config.json").write_text(json.dumps(cfg, indent=2))
