@@ -219,7 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     for k in ("steps", "minutes", "seed", "init"):
         if getattr(args, k) is not None:
             cfg[k] = getattr(args, k)
-    if args.resume and (out / "config.json").exists():
+    resumed = args.resume and (out / "config.json").exists()  # the run folder's config, not --config
+    if resumed:
         saved = json.loads((out / "config.json").read_text())
         saved["minutes"] = cfg["minutes"]
         if args.steps is not None:  # an explicit --steps extends (or shortens) the resumed run
@@ -230,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("w_distill needs --init: the teacher is the model the run starts from")
     # the file's own command chain: the --init file's (a fresh run from it), or the resumed run's
     prev = cfg.get("train_command", "")
-    if cfg.get("init") and not (args.resume and (out / "config.json").exists()):
+    if cfg.get("init") and not resumed:
         prev = file_train_command(cfg["init"])
     cfg["train_command"] = append_command(prev, "ccu-vision train", sys.argv[1:] if argv is None else list(argv))
     (out / "config.json").write_text(json.dumps(cfg, indent=2))
