@@ -50,6 +50,7 @@ class EvalConfig:
     marks: str = "icons"  # "icons": simple-icons symbols; "lettered": wordmarks/lockups in held-out fonts
     brand_split: str = "heldout"  # whose marks: held-out brands (evaluation) or "train" (fitting post-processing)
     ref_style: str = "plain"  # "plain": the mark in its colour; "badge": two-colour badge artwork, shown as badges
+    clutter: float = 0.0  # share of logo listings printed with packaging-like clutter (held-out fonts) first
 
     @classmethod
     def tiny(cls) -> EvalConfig:
@@ -74,6 +75,11 @@ def build_eval_set(out: str | Path, cfg: EvalConfig | None = None, photos_dir: s
         fonts = font_split(find_fonts(), "heldout")
         if not fonts:
             raise ValueError("no held-out (serif) fonts found for lettered marks; point CCU_FONTS at a font folder")
+    if not 0.0 <= cfg.clutter <= 1.0:
+        raise ValueError(f"clutter must be a share in [0, 1], got {cfg.clutter!r}")
+    clutter_fonts: list = []
+    if cfg.clutter:  # lettering training never sees (the held-out serif faces; Pillow's face without them)
+        clutter_fonts = font_split(find_fonts(), "heldout") or [None]
     rng = np.random.default_rng(cfg.seed)
     for d in ("logos", "products", "queries/logo", "queries/dup"):
         (out / d).mkdir(parents=True, exist_ok=True)
@@ -111,6 +117,9 @@ def build_eval_set(out: str | Path, cfg: EvalConfig | None = None, photos_dir: s
     def listing(photo_idx: int, brand=None) -> tuple[Image.Image, dict]:
         base = photos[photo_idx]
         info: dict = {}
+        if cfg.clutter and rng.random() < cfg.clutter:
+            base = synth.graphic_clutter(base, rng, clutter_fonts)
+            info["clutter"] = True
         img = base
         if brand is not None:
             short = min(base.shape[:2])
@@ -118,7 +127,7 @@ def build_eval_set(out: str | Path, cfg: EvalConfig | None = None, photos_dir: s
             tex = photos[int(rng.integers(len(photos)))]
             img, pl = synth.place_mark(base, mask(brand), max(10, int(short * frac)), rng, brand.rgb, texture=tex,
                                        style="badge" if cfg.ref_style == "badge" else None)
-            info = {"size_frac": round(frac, 4), "style": pl.style, "box": list(pl.box)}
+            info = {**info, "size_frac": round(frac, 4), "style": pl.style, "box": list(pl.box)}
         pim = Image.fromarray(img)
         if rng.random() < 0.3:
             pim = synth.listing_chrome(pim, rng)
@@ -141,10 +150,10 @@ def build_eval_set(out: str | Path, cfg: EvalConfig | None = None, photos_dir: s
         truth.append({"task": "logo", "query": name, "brand": None, "mark": b.slug, "kind": "unregistered", **info})
         n += 1
     for _ in range(cfg.n_clean):
-        im, _info = listing(int(rng.integers(len(photos))))
+        im, info = listing(int(rng.integers(len(photos))))
         name = f"queries/logo/q{n:05d}.jpg"
         im.save(out / name, quality=90)
-        truth.append({"task": "logo", "query": name, "brand": None, "kind": "clean"})
+        truth.append({"task": "logo", "query": name, "brand": None, "kind": "clean", **info})
         n += 1
 
     # near-duplicates: products are the first n_products photos; look-alikes come from the rest, same classes

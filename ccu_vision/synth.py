@@ -234,6 +234,96 @@ def badge_artwork(mask: np.ndarray, rgb: tuple[int, int, int], pad: float = 0.15
     return Image.fromarray(arr, "RGBA")
 
 
+SYLLABLES = ("ka", "lo", "mi", "ne", "tra", "vo", "ser", "pu", "din", "ex", "ro", "zu", "fle", "ma", "qua", "tis",
+             "bo", "ren", "sta", "gli", "or", "an", "vel", "cor")
+UNITS = ("ml", "g", "kg", "oz", "L", "%", "mg", "pcs", "cm")
+
+
+def _clutter_text(rng: np.random.Generator) -> str:
+    """A random line of packaging print: made-up words, or a quantity with its unit (never a brand name)."""
+    r = rng.random()
+    if r < 0.25:
+        return f"{int(rng.integers(1, 1000))} {UNITS[int(rng.integers(len(UNITS)))]}"
+    words = []
+    for _ in range(int(rng.integers(1, 4))):
+        w = "".join(SYLLABLES[int(i)] for i in rng.integers(0, len(SYLLABLES), int(rng.integers(1, 4))))
+        words.append(w)
+    text = " ".join(words)
+    c = rng.random()
+    return text.upper() if c < 0.45 else text.capitalize() if c < 0.8 else text
+
+
+def _clutter_font(path: str | None, size: int) -> ImageFont.ImageFont:
+    if path is None:
+        return _font(size)
+    try:
+        return ImageFont.truetype(path, size=max(8, size))
+    except OSError:  # an unreadable font: the built-in face still draws the line
+        return _font(size)
+
+
+def graphic_clutter(photo: np.ndarray, rng: np.random.Generator, fonts: list[str | None] | None = None) -> np.ndarray:
+    """Packaging-like print laid over ``photo`` (uint8 HxWx3): flat colour panels, lines of made-up
+    lettering and numbers in ``fonts`` (``None`` = Pillow's face), simple shapes; shaded by the photo
+    like a print. The background a mark on packaged goods sits in; returns a new uint8 array."""
+    H, W = photo.shape[:2]
+    short = min(H, W)
+    fonts = list(fonts) if fonts else [None]
+    layer = Image.new("RGBA", (W, H), (0, 0, 0, 0))
+    d = ImageDraw.Draw(layer)
+    for _ in range(int(rng.integers(0, 3))):  # panels and bands
+        if rng.random() < 0.5:
+            bh = int(H * rng.uniform(0.1, 0.35))
+            y = int(rng.integers(0, max(1, H - bh)))
+            box = (0, y, W, y + bh)
+        else:
+            pw, ph = int(W * rng.uniform(0.2, 0.6)), int(H * rng.uniform(0.2, 0.6))
+            x, y = int(rng.integers(0, max(1, W - pw))), int(rng.integers(0, max(1, H - ph)))
+            box = (x, y, x + pw, y + ph)
+        d.rectangle(box, fill=_rand_color(rng) + (int(rng.integers(200, 256)),))
+    for _ in range(int(rng.integers(0, 3))):  # discs, rings, stripes
+        s = int(short * rng.uniform(0.08, 0.3))
+        x, y = int(rng.integers(0, max(1, W - s))), int(rng.integers(0, max(1, H - s)))
+        col = _rand_color(rng) + (int(rng.integers(180, 256)),)
+        r = rng.random()
+        if r < 0.4:
+            d.ellipse((x, y, x + s, y + s), fill=col)
+        elif r < 0.7:
+            d.ellipse((x, y, x + s, y + s), outline=col, width=max(2, s // 10))
+        else:
+            for k in range(int(rng.integers(2, 5))):
+                yy = y + k * max(3, s // 4)
+                d.rectangle((x, yy, x + 2 * s, yy + max(2, s // 10)), fill=col)
+    canvas = np.asarray(layer.convert("RGB"), np.float32)
+    alpha = np.asarray(layer.getchannel("A"), np.float32)[:, :, None] / 255.0
+    base = photo.astype(np.float32)
+    out = base * (1 - alpha) + canvas * alpha
+    for _ in range(int(rng.integers(2, 7))):  # lines of lettering, each on whatever is below it
+        size = max(8, int(short * rng.uniform(0.03, 0.12)))
+        f = _clutter_font(fonts[int(rng.integers(len(fonts)))], size)
+        text = _clutter_text(rng)
+        x0, y0, x1, y1 = ImageDraw.Draw(Image.new("L", (1, 1))).textbbox((0, 0), text, font=f)
+        tm = Image.new("L", (max(1, x1 - x0) + 4, max(1, y1 - y0) + 4), 0)
+        ImageDraw.Draw(tm).text((2 - x0, 2 - y0), text, fill=255, font=f)
+        if rng.random() < 0.15:
+            tm = tm.rotate(90 if rng.random() < 0.5 else -90, expand=True)
+        tw, th = tm.size
+        if tw >= W or th >= H:
+            continue
+        x, y = int(rng.integers(0, W - tw)), int(rng.integers(0, H - th))
+        a = np.asarray(tm, np.float32)[:, :, None] / 255.0
+        patch = out[y : y + th, x : x + tw]
+        bg = patch.reshape(-1, 3).mean(0)
+        color = _rand_color(rng)
+        if abs(_lum(color) - _lum(bg)) < 60:
+            color = (255, 255, 255) if _lum(bg) < 128 else (0, 0, 0)
+        patch[:] = patch * (1 - a) + np.asarray(color, np.float32) * a
+    lum = base.mean(2, keepdims=True)  # the fabric's folds show through the print
+    shade = np.clip((lum + 1) / (lum.mean() + 1), 0.6, 1.4) ** 0.5
+    printed = np.where(np.abs(out - base).sum(2, keepdims=True) > 0, out * shade, out)
+    return printed.clip(0, 255).astype(np.uint8)
+
+
 def photo_effects(img: Image.Image, rng: np.random.Generator, strength: float = 1.0) -> Image.Image:
     """Camera/marketplace degradations: colour cast, blur, noise, JPEG re-compression."""
     if rng.random() < 0.5 * strength:

@@ -38,6 +38,10 @@ SETS = {
                               n_clean=200, n_products=30, n_lookalikes=30, ref_style="badge"),
     "badge-test": EvalConfig(split="test", seed=1236, n_brands=300, pos_per_brand=2, n_unregistered=300,
                              n_clean=200, n_products=30, n_lookalikes=30, ref_style="badge"),
+    "clutter-calib": EvalConfig(split="validation", seed=781, n_brands=300, pos_per_brand=2, n_unregistered=300,
+                                n_clean=200, n_products=30, n_lookalikes=30, clutter=1.0),
+    "clutter-test": EvalConfig(split="test", seed=1237, n_brands=300, pos_per_brand=2, n_unregistered=300,
+                               n_clean=200, n_products=30, n_lookalikes=30, clutter=1.0),
 }
 
 

@@ -151,6 +151,18 @@ def test_badge_artwork_sets(tmp_path: Path) -> None:
         _build_procedural(tmp_path / "bad", replace(TINY, ref_style="sticker"))
 
 
+def test_clutter_sets(tmp_path: Path) -> None:
+    """clutter=1: every logo listing (registered, unregistered, clean) is printed with clutter first and
+    says so in its truth row; the default set has none; a share outside [0, 1] is refused."""
+    root = _build_procedural(tmp_path / "clutter", replace(TINY, clutter=1.0))
+    rows = [r for r in read_truth(root) if r["task"] == "logo"]
+    assert {r["kind"] for r in rows} == {"registered", "unregistered", "clean"}
+    assert all(r.get("clutter") for r in rows)
+    plain = [r for r in read_truth(_build_procedural(tmp_path / "plain")) if r["task"] == "logo"]
+    assert not any(r.get("clutter") for r in plain)
+    with pytest.raises(ValueError, match="clutter must be a share"):
+        _build_procedural(tmp_path / "bad", replace(TINY, clutter=1.5))
+
 def test_build_from_a_photo_folder_with_classes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CCU_PHOTOS", raising=False)
     root = tmp_path / "photos"

@@ -251,3 +251,26 @@ def test_jpeg_helper_roundtrip(photos: list[np.ndarray]) -> None:
     lo = np.asarray(synth.jpeg(img, 10)).astype(int)
     assert hi.shape == lo.shape == photos[0].shape
     assert np.abs(hi - photos[0]).mean() < np.abs(lo - photos[0]).mean()
+
+
+def test_graphic_clutter_prints_lettering_and_panels_deterministically(photos: list[np.ndarray]) -> None:
+    """Packaging-like print changes a real share of the photo (not all of it), keeps its shape and is
+    reproducible from the seed; a font that cannot be read falls back to Pillow's face."""
+    base = photos[0]
+    outs = [synth.graphic_clutter(base, np.random.default_rng(s), [None]) for s in range(6)]
+    for out in outs:
+        assert out.shape == base.shape and out.dtype == np.uint8
+    shares = np.array([_changed(base, o).mean() for o in outs])
+    assert (shares > 0.01).all() and (shares < 0.95).all(), shares
+    assert np.array_equal(outs[0], synth.graphic_clutter(base, np.random.default_rng(0), [None]))
+    assert not np.array_equal(outs[0], outs[1])
+    assert base is photos[0] and not np.shares_memory(outs[0], base)
+    odd = synth.graphic_clutter(base, np.random.default_rng(0), ["/nonexistent/font.ttf"])
+    assert odd.shape == base.shape
+
+
+def test_clutter_lettering_is_made_up_text() -> None:
+    rng = np.random.default_rng(0)
+    lines = [synth._clutter_text(rng) for _ in range(200)]
+    assert all(lines) and len(set(lines)) > 150
+    assert any(ch.isdigit() for ln in lines for ch in ln) and any(ln.isupper() for ln in lines)

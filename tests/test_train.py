@@ -48,6 +48,7 @@ from ccu_vision.train.model import (  # noqa: E402
     gem_global,
     gem_windows,
 )
+from ccu_vision.wordmarks import is_heldout_font  # noqa: E402
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:You are using the legacy TorchScript-based ONNX export:DeprecationWarning"),
@@ -809,6 +810,24 @@ def test_badge_samples_only_when_asked(maker: BatchMaker, monkeypatch: pytest.Mo
         want = [prepare_logo(v, maker.cfg.ref_size, maker.cfg.logo_fill) for v in (art, monochrome(art))]
         assert any(np.array_equal(ref, w) for w in want)
 
+
+def test_clutter_only_when_asked(maker: BatchMaker, monkeypatch: pytest.MonkeyPatch) -> None:
+    """clutter_p: that share of logo samples gets packaging print (in training fonts only) before the
+    marks are placed; 0 (the default, every earlier recipe) never calls it."""
+    calls: list[list] = []
+    real = synth.graphic_clutter
+
+    def spy(photo, rng, fonts=None):
+        calls.append(list(fonts or []))
+        return real(photo, rng, fonts)
+
+    monkeypatch.setattr(synth, "graphic_clutter", spy)
+    maker.batch()
+    assert not calls
+    always = BatchMaker(replace(maker.cfg, clutter_p=1.0), maker.bank, maker.photos, ["a", "b"] * 4, seed=0)
+    b = always.batch()
+    assert len(calls) == maker.cfg.logos_per_batch and b["query"].shape == (4, 64, 64, 3)
+    assert all(not is_heldout_font(f) for fonts in calls for f in fonts), "held-out faces stay unseen"
 
 def test_best_window_and_background_windows() -> None:
     wins = region_windows(4, [1, 2, 3])

@@ -37,6 +37,7 @@ class DataConfig:
     mark_crops: bool = False  # also return the scanner's second-stage view: a square crop around the mark (ref_size)
     redraw_p: float = 0.0  # share of query marks drawn differently from their reference (synth.redraw_mask)
     badge_p: float = 0.0  # share of samples whose reference is two-colour badge artwork, shown as a badge
+    clutter_p: float = 0.0  # share of logo samples whose photo first gets packaging-like print (synth.graphic_clutter)
 
 
 def mark_crop(img: np.ndarray, box: tuple[float, float, float, float], size: int,
@@ -97,6 +98,11 @@ class BatchMaker:
         self.by_class: dict[str, list[int]] = {}
         for i, c in enumerate(classes):
             self.by_class.setdefault(c, []).append(i)
+        self.fonts: list[str | None] = [None]
+        if cfg.clutter_p:  # clutter lettering in the training fonts (the held-out serif faces stay unseen)
+            from ..wordmarks import find_fonts, font_split
+
+            self.fonts = font_split(find_fonts(), "train")
 
     def _crop(self, photo: np.ndarray, size: int) -> np.ndarray:
         h, w = photo.shape[:2]
@@ -110,6 +116,8 @@ class BatchMaker:
         cfg, rng = self.cfg, self.rng
         brand: Brand = self.bank.brands[label]
         photo = self._crop(self.photos[int(rng.integers(len(self.photos)))], cfg.query_size)
+        if cfg.clutter_p and rng.random() < cfg.clutter_p:  # other print around the mark is background
+            photo = synth.graphic_clutter(photo, rng, self.fonts)
         tex = self.photos[int(rng.integers(len(self.photos)))]
         size = int(cfg.query_size * np.exp(rng.uniform(np.log(cfg.mark_min), np.log(cfg.mark_max))))
         badge = bool(cfg.badge_p) and rng.random() < cfg.badge_p
