@@ -10,6 +10,8 @@ Sets (built under out/eval-<name> on first use from the photo folder; all on hel
   lettered-test   the same on test photos and another seed (read once, after a decision)
   badge-calib     references uploaded as two-colour badge artwork (mark knocked out of a brand-colour badge), badges in the listings
   badge-test      the same on test photos and another seed (read once, after a decision)
+  clutter-calib   every listing first printed with packaging clutter (panels, made-up lettering in held-out fonts)
+  clutter-test    the same on test photos and another seed (read once, after a decision)
 Prints one JSON line per model: logo recall@1/@5, AP, TPR@1%FPR with 95 % bootstrap intervals, near-dup muAP.
 """
 
