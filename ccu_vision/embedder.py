@@ -29,7 +29,7 @@ from .verify import VerifyConfig, content_gray, sub_windows
 log = logging.getLogger(__name__)
 
 FORMAT = "ccu-vision-embedder/1"
-DEFAULT_MODEL_NAME = "ccu-lite0-v13cd.onnx"
+DEFAULT_MODEL_NAME = "ccu-lite0-v15cd.onnx"
 PREPROCESS_KEYS = (
     "query_size",
     "ref_size",
