@@ -253,19 +253,13 @@ def _clutter_text(rng: np.random.Generator) -> str:
     return text.upper() if c < 0.45 else text.capitalize() if c < 0.8 else text
 
 
-def _clutter_font(path: str | None, size: int) -> ImageFont.ImageFont:
-    if path is None:
-        return _font(size)
-    try:
-        return ImageFont.truetype(path, size=max(8, size))
-    except OSError:  # an unreadable font: the built-in face still draws the line
-        return _font(size)
-
-
 def graphic_clutter(photo: np.ndarray, rng: np.random.Generator, fonts: list[str | None] | None = None) -> np.ndarray:
     """Packaging-like print laid over ``photo`` (uint8 HxWx3): flat colour panels, lines of made-up
     lettering and numbers in ``fonts`` (``None`` = Pillow's face), simple shapes; shaded by the photo
-    like a print. The background a mark on packaged goods sits in; returns a new uint8 array."""
+    like a print. The background a mark on packaged goods sits in; returns a new uint8 array.
+    A font that cannot be read is a ValueError naming the file (as for lettered marks)."""
+    from .wordmarks import load_font  # the one font loader (wordmarks imports the logo renderer)
+
     H, W = photo.shape[:2]
     short = min(H, W)
     fonts = list(fonts) if fonts else [None]
@@ -300,7 +294,7 @@ def graphic_clutter(photo: np.ndarray, rng: np.random.Generator, fonts: list[str
     out = base * (1 - alpha) + canvas * alpha
     for _ in range(int(rng.integers(2, 7))):  # lines of lettering, each on whatever is below it
         size = max(8, int(short * rng.uniform(0.03, 0.12)))
-        f = _clutter_font(fonts[int(rng.integers(len(fonts)))], size)
+        f = load_font(fonts[int(rng.integers(len(fonts)))], size)
         text = _clutter_text(rng)
         x0, y0, x1, y1 = ImageDraw.Draw(Image.new("L", (1, 1))).textbbox((0, 0), text, font=f)
         tm = Image.new("L", (max(1, x1 - x0) + 4, max(1, y1 - y0) + 4), 0)

@@ -69,7 +69,9 @@ def font_split(fonts: list[str], split: str) -> list[str | None]:
     raise ValueError(f"unknown font split {split!r}")
 
 
-def _load_font(path: str | None, size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+def load_font(path: str | None, size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """``path`` at ``size`` px (``None``: Pillow's built-in face); a font that cannot be read is a
+    ValueError naming the file."""
     if path is None:
         return ImageFont.load_default(size=size)
     try:
@@ -80,7 +82,7 @@ def _load_font(path: str | None, size: int) -> ImageFont.FreeTypeFont | ImageFon
 
 def text_mask(text: str, font: str | None, size: int = TEXT_PX) -> np.ndarray:
     """``text`` drawn in ``font`` as a float32 alpha mask in 0..1, trimmed to its ink."""
-    f = _load_font(font, size)
+    f = load_font(font, size)
     x0, y0, x1, y1 = ImageDraw.Draw(Image.new("L", (1, 1))).textbbox((0, 0), text, font=f)
     im = Image.new("L", (max(1, x1 - x0) + 8, max(1, y1 - y0) + 8), 0)
     ImageDraw.Draw(im).text((4 - x0, 4 - y0), text, fill=255, font=f)

@@ -255,7 +255,7 @@ def test_jpeg_helper_roundtrip(photos: list[np.ndarray]) -> None:
 
 def test_graphic_clutter_prints_lettering_and_panels_deterministically(photos: list[np.ndarray]) -> None:
     """Packaging-like print changes a real share of the photo (not all of it), keeps its shape and is
-    reproducible from the seed; a font that cannot be read falls back to Pillow's face."""
+    reproducible from the seed; a font that cannot be read is an error naming the file."""
     base = photos[0]
     outs = [synth.graphic_clutter(base, np.random.default_rng(s), [None]) for s in range(6)]
     for out in outs:
@@ -265,8 +265,8 @@ def test_graphic_clutter_prints_lettering_and_panels_deterministically(photos: l
     assert np.array_equal(outs[0], synth.graphic_clutter(base, np.random.default_rng(0), [None]))
     assert not np.array_equal(outs[0], outs[1])
     assert base is photos[0] and not np.shares_memory(outs[0], base)
-    odd = synth.graphic_clutter(base, np.random.default_rng(0), ["/nonexistent/font.ttf"])
-    assert odd.shape == base.shape
+    with pytest.raises(ValueError, match="/nonexistent/font.ttf: cannot load font"):
+        synth.graphic_clutter(base, np.random.default_rng(0), ["/nonexistent/font.ttf"])
 
 
 def test_clutter_lettering_is_made_up_text() -> None:
