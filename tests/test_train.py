@@ -829,6 +829,7 @@ def test_clutter_only_when_asked(maker: BatchMaker, monkeypatch: pytest.MonkeyPa
     assert len(calls) == maker.cfg.logos_per_batch and b["query"].shape == (4, 64, 64, 3)
     assert all(not is_heldout_font(f) for fonts in calls for f in fonts), "held-out faces stay unseen"
 
+
 def test_best_window_and_background_windows() -> None:
     wins = region_windows(4, [1, 2, 3])
     rng = np.random.default_rng(0)
