@@ -51,6 +51,7 @@ class EvalConfig:
     brand_split: str = "heldout"  # whose marks: held-out brands (evaluation) or "train" (fitting post-processing)
     ref_style: str = "plain"  # "plain": the mark in its colour; "badge": two-colour badge artwork, shown as badges
     clutter: float = 0.0  # share of logo listings printed with packaging-like clutter (held-out fonts) first
+    styles: tuple[str, ...] = ()  # registered/unregistered marks drawn in these styles only; () = synth.STYLES mix
 
     @classmethod
     def tiny(cls) -> EvalConfig:
@@ -64,8 +65,9 @@ def build_eval_set(out: str | Path, cfg: EvalConfig | None = None, photos_dir: s
     out = Path(out)
     if (out / "set.json").exists():
         prev = json.loads((out / "set.json").read_text())
-        if {**asdict(EvalConfig()), **prev.get("config", {})} == asdict(cfg):  # sets from before a new option
-            return out
+        as_json = lambda c: json.loads(json.dumps(c))  # noqa: E731 (JSON turns tuples into lists)
+        if as_json({**asdict(EvalConfig()), **prev.get("config", {})}) == as_json(asdict(cfg)):
+            return out  # (a set from before a new option has that option's default)
     if cfg.marks not in ("icons", "lettered"):
         raise ValueError(f"unknown marks {cfg.marks!r} (expected 'icons' or 'lettered')")
     if cfg.ref_style not in ("plain", "badge"):
@@ -75,6 +77,7 @@ def build_eval_set(out: str | Path, cfg: EvalConfig | None = None, photos_dir: s
         fonts = font_split(find_fonts(), "heldout")
         if not fonts:
             raise ValueError("no held-out (serif) fonts found for lettered marks; point CCU_FONTS at a font folder")
+    styles = synth.check_styles(cfg.styles, "EvalConfig.styles")
     if not 0.0 <= cfg.clutter <= 1.0:
         raise ValueError(f"clutter must be a share in [0, 1], got {cfg.clutter!r}")
     clutter_fonts: list = []
@@ -125,8 +128,11 @@ def build_eval_set(out: str | Path, cfg: EvalConfig | None = None, photos_dir: s
             short = min(base.shape[:2])
             frac = float(np.exp(rng.uniform(np.log(cfg.size_min), np.log(cfg.size_max))))
             tex = photos[int(rng.integers(len(photos)))]
+            style = "badge" if cfg.ref_style == "badge" else None
+            if style is None and styles:
+                style = styles[int(rng.integers(len(styles)))]
             img, pl = synth.place_mark(base, mask(brand), max(10, int(short * frac)), rng, brand.rgb, texture=tex,
-                                       style="badge" if cfg.ref_style == "badge" else None)
+                                       style=style)
             info = {**info, "size_frac": round(frac, 4), "style": pl.style, "box": list(pl.box)}
         pim = Image.fromarray(img)
         if rng.random() < 0.3:

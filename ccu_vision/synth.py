@@ -115,7 +115,17 @@ def _perspective_coeffs(pa, pb):
     return np.linalg.solve(A, B).tolist()
 
 
-STYLES = ("print", "print", "print", "tone", "badge", "outline", "texture")
+STYLES = ("print", "print", "print", "tone", "badge", "outline", "texture")  # the default mix (print 3/7)
+STYLE_NAMES = frozenset(STYLES)
+
+
+def check_styles(styles: tuple[str, ...] | list[str] | None, where: str) -> tuple[str, ...]:
+    """A style mix as a tuple (``()`` for the default :data:`STYLES` mix); unknown names raise naming ``where``."""
+    styles = tuple(styles or ())
+    bad = sorted(set(styles) - STYLE_NAMES)
+    if bad:
+        raise ValueError(f"{where}: unknown mark style(s) {bad} (known: {sorted(STYLE_NAMES)})")
+    return styles
 
 
 @dataclass

@@ -12,6 +12,8 @@ Sets (built under out/eval-<name> on first use from the photo folder; all on hel
   badge-test      the same on test photos and another seed (read once, after a decision)
   clutter-calib   every listing first printed with packaging clutter (panels, made-up lettering in held-out fonts)
   clutter-test    the same on test photos and another seed (read once, after a decision)
+  lowcontrast-calib  every mark (registered and unregistered) tone-on-tone (embossed) or filled with fabric texture
+  lowcontrast-test   the same on test photos and another seed (read once, after a decision)
 Prints one JSON line per model: logo recall@1/@5, AP, TPR@1%FPR with 95 % bootstrap intervals, near-dup muAP.
 """
 
@@ -44,6 +46,10 @@ SETS = {
                                 n_clean=200, n_products=30, n_lookalikes=30, clutter=1.0),
     "clutter-test": EvalConfig(split="test", seed=1237, n_brands=300, pos_per_brand=2, n_unregistered=300,
                                n_clean=200, n_products=30, n_lookalikes=30, clutter=1.0),
+    "lowcontrast-calib": EvalConfig(split="validation", seed=782, n_brands=300, pos_per_brand=2, n_unregistered=300,
+                                    n_clean=200, n_products=30, n_lookalikes=30, styles=("tone", "texture")),
+    "lowcontrast-test": EvalConfig(split="test", seed=1238, n_brands=300, pos_per_brand=2, n_unregistered=300,
+                                   n_clean=200, n_products=30, n_lookalikes=30, styles=("tone", "texture")),
 }
 
 

@@ -38,6 +38,7 @@ class DataConfig:
     redraw_p: float = 0.0  # share of query marks drawn differently from their reference (synth.redraw_mask)
     badge_p: float = 0.0  # share of samples whose reference is two-colour badge artwork, shown as a badge
     clutter_p: float = 0.0  # share of logo samples whose photo first gets packaging-like print (synth.graphic_clutter)
+    styles: tuple[str, ...] = ()  # mark styles drawn uniformly from this list (repeat a name to weight it); () = synth.STYLES
 
 
 def mark_crop(img: np.ndarray, box: tuple[float, float, float, float], size: int,
@@ -93,6 +94,7 @@ class BatchMaker:
         self.rng = np.random.default_rng(seed)
         self.grid = feature_grid(cfg.query_size, cfg.stride)
         self.windows = region_windows(self.grid, cfg.region_scales)
+        self.styles = synth.check_styles(cfg.styles, "data.styles")
         self._ref_cache: dict[tuple[int, int], np.ndarray] = {}
         classes = classes or ["all"] * len(photos)
         self.by_class: dict[str, list[int]] = {}
@@ -122,6 +124,8 @@ class BatchMaker:
         size = int(cfg.query_size * np.exp(rng.uniform(np.log(cfg.mark_min), np.log(cfg.mark_max))))
         badge = bool(cfg.badge_p) and rng.random() < cfg.badge_p
         style = "badge" if badge else None  # badge samples: distractors are badges too (look inside them)
+        if style is None and self.styles:
+            style = self.styles[int(rng.integers(len(self.styles)))]
         if rng.random() < cfg.distractor_p:  # another brand's mark elsewhere: a hard background
             j = int(rng.integers(len(self.bank)))
             if j != label:
