@@ -163,6 +163,19 @@ def test_clutter_sets(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="clutter must be a share"):
         _build_procedural(tmp_path / "bad", replace(TINY, clutter=1.5))
 
+def test_style_mix_sets(tmp_path: Path) -> None:
+    """styles: every marked listing (registered and unregistered) is drawn in a listed style; a stored
+    set is reused for the same config after its JSON round trip; an unknown style is refused."""
+    cfg = replace(TINY, styles=("tone", "texture"), n_brands=16, pos_per_brand=2)
+    root = _build_procedural(tmp_path / "low", cfg)
+    marked = [r for r in read_truth(root) if r["task"] == "logo" and r["kind"] != "clean"]
+    assert marked and {r["style"] for r in marked} == {"tone", "texture"}
+    stamp = (root / "set.json").stat().st_mtime_ns
+    assert _build_procedural(tmp_path / "low", cfg) == root and (root / "set.json").stat().st_mtime_ns == stamp
+    with pytest.raises(ValueError, match="EvalConfig.styles.*'neon'"):
+        _build_procedural(tmp_path / "bad", replace(TINY, styles=("neon",)))
+
+
 def test_build_from_a_photo_folder_with_classes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CCU_PHOTOS", raising=False)
     root = tmp_path / "photos"

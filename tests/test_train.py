@@ -830,6 +830,32 @@ def test_clutter_only_when_asked(maker: BatchMaker, monkeypatch: pytest.MonkeyPa
     assert all(not is_heldout_font(f) for fonts in calls for f in fonts), "held-out faces stay unseen"
 
 
+def test_style_mix_only_when_asked(maker: BatchMaker, monkeypatch: pytest.MonkeyPatch) -> None:
+    """data.styles: marks (query and distractor) are drawn in the listed styles only; badge samples stay
+    badges; the default () leaves the style to place_mark's own mix; an unknown name is refused."""
+    styles: list = []
+    real = synth.place_mark
+
+    def spy(*a, **k):
+        styles.append(k.get("style"))
+        return real(*a, **k)
+
+    monkeypatch.setattr(synth, "place_mark", spy)
+    maker.batch()
+    assert styles and all(s is None for s in styles)
+    styles.clear()
+    tone = BatchMaker(replace(maker.cfg, styles=("tone", "texture")), maker.bank, maker.photos, ["a", "b"] * 4, seed=0)
+    tone.batch()
+    assert styles and set(styles) == {"tone", "texture"}
+    styles.clear()
+    both = BatchMaker(replace(maker.cfg, styles=["tone"], badge_p=1.0), maker.bank, maker.photos, ["a", "b"] * 4,
+                      seed=0)
+    both.batch()
+    assert styles and all(s == "badge" for s in styles)
+    with pytest.raises(ValueError, match="data.styles.*'glitter'"):
+        BatchMaker(replace(maker.cfg, styles=("print", "glitter")), maker.bank, maker.photos, None, seed=0)
+
+
 def test_best_window_and_background_windows() -> None:
     wins = region_windows(4, [1, 2, 3])
     rng = np.random.default_rng(0)
