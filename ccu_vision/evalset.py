@@ -65,9 +65,9 @@ def build_eval_set(out: str | Path, cfg: EvalConfig | None = None, photos_dir: s
     out = Path(out)
     if (out / "set.json").exists():
         prev = json.loads((out / "set.json").read_text())
-        as_json = lambda c: json.loads(json.dumps(c))  # noqa: E731 (JSON turns tuples into lists)
-        if as_json({**asdict(EvalConfig()), **prev.get("config", {})}) == as_json(asdict(cfg)):
-            return out  # (a set from before a new option has that option's default)
+        stored = {**asdict(EvalConfig()), **prev.get("config", {})}  # a set from before an option: its default
+        if json.loads(json.dumps(stored)) == json.loads(json.dumps(asdict(cfg))):  # as stored: tuples as lists
+            return out
     if cfg.marks not in ("icons", "lettered"):
         raise ValueError(f"unknown marks {cfg.marks!r} (expected 'icons' or 'lettered')")
     if cfg.ref_style not in ("plain", "badge"):
