@@ -53,6 +53,10 @@ class EvalConfig:
     clutter: float = 0.0  # share of logo listings printed with packaging-like clutter (held-out fonts) first
     styles: tuple[str, ...] = ()  # registered/unregistered marks drawn in these styles only; () = synth.STYLES mix
 
+    def to_json(self) -> dict:
+        """The config as ``set.json`` stores it (tuples become lists)."""
+        return json.loads(json.dumps(asdict(self)))
+
     @classmethod
     def tiny(cls) -> EvalConfig:
         return cls(n_brands=12, pos_per_brand=1, n_unregistered=6, n_clean=4, n_products=6,
@@ -65,8 +69,7 @@ def build_eval_set(out: str | Path, cfg: EvalConfig | None = None, photos_dir: s
     out = Path(out)
     if (out / "set.json").exists():
         prev = json.loads((out / "set.json").read_text())
-        stored = {**asdict(EvalConfig()), **prev.get("config", {})}  # a set from before an option: its default
-        if json.loads(json.dumps(stored)) == json.loads(json.dumps(asdict(cfg))):  # as stored: tuples as lists
+        if {**EvalConfig().to_json(), **prev.get("config", {})} == cfg.to_json():  # an older set: new options' defaults
             return out
     if cfg.marks not in ("icons", "lettered"):
         raise ValueError(f"unknown marks {cfg.marks!r} (expected 'icons' or 'lettered')")
@@ -190,7 +193,7 @@ def build_eval_set(out: str | Path, cfg: EvalConfig | None = None, photos_dir: s
         for row in truth:
             f.write(json.dumps(row) + "\n")
     (out / "set.json").write_text(json.dumps({
-        "config": asdict(cfg), "photos": str(src) if src else "procedural", "registered": len(registered),
+        "config": cfg.to_json(), "photos": str(src) if src else "procedural", "registered": len(registered),
         "logo_queries": n, "dup_queries": m, "products": len(prod_idx),
     }, indent=2))
     return out

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +48,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_procedural_set_layout_and_counts(proc_set: Path) -> None:
     meta = json.loads((proc_set / "set.json").read_text())
     assert meta["photos"] == "procedural"
-    assert meta["config"] == asdict(TINY)
+    assert meta["config"] == TINY.to_json()
     truth = read_truth(proc_set)
     logo = [t for t in truth if t["task"] == "logo"]
     dup = [t for t in truth if t["task"] == "dup"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -900,7 +900,7 @@ def test_calibrate_model_writes_thresholds(tmp_path: Path) -> None:
     assert after.extra["train_command"].endswith("python -m ccu_vision.train.calibrate --model m.onnx")
     assert after.thresholds == json.loads(json.dumps(th))
     assert set(th) >= {"logo", "near_duplicate", "precision", "calibrated_on", "recall_at_threshold"}
-    assert th["precision"] == 0.95 and th["calibrated_on"] == asdict(cfg)
+    assert th["precision"] == 0.95 and th["calibrated_on"] == cfg.to_json()
     assert th["logo"] >= round(res["logo"]["threshold@p95"], 5)  # precision 0.95 and at most 1 % of negatives
     assert th["near_duplicate"] >= round(res["dup"]["threshold@p95"], 5)
     assert th["max_fpr"] == 0.01 and th["fpr_confidence"] == 0.95
@@ -927,10 +927,10 @@ def test_calibration_pools_several_draws(tmp_path: Path) -> None:
         th[name] = calibrate_model(model, sets)["thresholds"]
     assert th["ab"]["negatives"]["logo"] == 2 * (cfg_a.n_unregistered + cfg_a.n_clean)
     assert th["ab"]["negatives"]["near_duplicate"] == 2 * cfg_a.n_lookalikes
-    assert th["ab"]["calibrated_on"] == [asdict(cfg_a), asdict(cfg_b)]
-    assert th["ba"]["calibrated_on"] == [asdict(cfg_b), asdict(cfg_a)]
+    assert th["ab"]["calibrated_on"] == [cfg_a.to_json(), cfg_b.to_json()]
+    assert th["ba"]["calibrated_on"] == [cfg_b.to_json(), cfg_a.to_json()]
     for key in ("logo", "near_duplicate", "recall_at_threshold"):
         assert th["ab"][key] == th["ba"][key]
-    assert th["a"]["calibrated_on"] == asdict(cfg_a)  # a single set keeps the single-config form
+    assert th["a"]["calibrated_on"] == cfg_a.to_json()  # a single set keeps the single-config form
     with pytest.raises(ValueError, match="no calibration set"):
         calibrate_model(make_tiny_model(tmp_path / "none.onnx"), [])
