@@ -131,9 +131,7 @@ def build_eval_set(out: str | Path, cfg: EvalConfig | None = None, photos_dir: s
             short = min(base.shape[:2])
             frac = float(np.exp(rng.uniform(np.log(cfg.size_min), np.log(cfg.size_max))))
             tex = photos[int(rng.integers(len(photos)))]
-            style = "badge" if cfg.ref_style == "badge" else None
-            if style is None and styles:
-                style = styles[int(rng.integers(len(styles)))]
+            style = "badge" if cfg.ref_style == "badge" else synth.draw_style(styles, rng)
             img, pl = synth.place_mark(base, mask(brand), max(10, int(short * frac)), rng, brand.rgb, texture=tex,
                                        style=style)
             info = {**info, "size_frac": round(frac, 4), "style": pl.style, "box": list(pl.box)}

@@ -128,6 +128,12 @@ def check_styles(styles: tuple[str, ...] | list[str] | None, where: str) -> tupl
     return styles
 
 
+def draw_style(styles: tuple[str, ...], rng: np.random.Generator) -> str | None:
+    """One style drawn uniformly from a :func:`check_styles` mix; ``None`` (draws nothing) for the default mix,
+    which :func:`place_mark` then draws itself."""
+    return styles[int(rng.integers(len(styles)))] if styles else None
+
+
 @dataclass
 class Placement:
     box: tuple[int, int, int, int]  # x0, y0, x1, y1 in the output image

@@ -163,6 +163,7 @@ def test_clutter_sets(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="clutter must be a share"):
         _build_procedural(tmp_path / "bad", replace(TINY, clutter=1.5))
 
+
 def test_style_mix_sets(tmp_path: Path) -> None:
     """styles: every marked listing (registered and unregistered) is drawn in a listed style; a stored
     set is reused for the same config after its JSON round trip; an unknown style is refused."""

@@ -123,9 +123,8 @@ class BatchMaker:
         tex = self.photos[int(rng.integers(len(self.photos)))]
         size = int(cfg.query_size * np.exp(rng.uniform(np.log(cfg.mark_min), np.log(cfg.mark_max))))
         badge = bool(cfg.badge_p) and rng.random() < cfg.badge_p
-        style = "badge" if badge else None  # badge samples: distractors are badges too (look inside them)
-        if style is None and self.styles:
-            style = self.styles[int(rng.integers(len(self.styles)))]
+        # badge samples: distractors are badges too (look inside them); a data.styles draw is shared likewise
+        style = "badge" if badge else synth.draw_style(self.styles, rng)
         if rng.random() < cfg.distractor_p:  # another brand's mark elsewhere: a hard background
             j = int(rng.integers(len(self.bank)))
             if j != label:
