@@ -75,17 +75,19 @@ def build_eval_set(out: str | Path, cfg: EvalConfig | None = None, photos_dir: s
         raise ValueError(f"unknown marks {cfg.marks!r} (expected 'icons' or 'lettered')")
     if cfg.ref_style not in ("plain", "badge"):
         raise ValueError(f"unknown ref_style {cfg.ref_style!r} (expected 'plain' or 'badge')")
-    fonts: list = []
-    if cfg.marks == "lettered":
-        fonts = font_split(find_fonts(), "heldout")
-        if not fonts:
-            raise ValueError("no held-out (serif) fonts found for lettered marks; point CCU_FONTS at a font folder")
     styles = synth.check_styles(cfg.styles, "EvalConfig.styles")
     if not 0.0 <= cfg.clutter <= 1.0:
         raise ValueError(f"clutter must be a share in [0, 1], got {cfg.clutter!r}")
+    # the held-out serif faces (training never sees them), scanned once for lettered marks and clutter
+    heldout_fonts = font_split(find_fonts(), "heldout") if cfg.marks == "lettered" or cfg.clutter else []
+    fonts: list = []
+    if cfg.marks == "lettered":
+        fonts = heldout_fonts
+        if not fonts:
+            raise ValueError("no held-out (serif) fonts found for lettered marks; point CCU_FONTS at a font folder")
     clutter_fonts: list = []
-    if cfg.clutter:  # lettering training never sees (the held-out serif faces; Pillow's face without them)
-        clutter_fonts = font_split(find_fonts(), "heldout") or [None]
+    if cfg.clutter:  # clutter lettering in those faces (Pillow's face without them)
+        clutter_fonts = heldout_fonts or [None]
     rng = np.random.default_rng(cfg.seed)
     for d in ("logos", "products", "queries/logo", "queries/dup"):
         (out / d).mkdir(parents=True, exist_ok=True)
