@@ -140,6 +140,10 @@ def build_eval_set(out: str | Path, cfg: EvalConfig | None = None, photos_dir: s
         pim = Image.fromarray(img)
         if rng.random() < 0.3:
             pim = synth.listing_chrome(pim, rng)
+            if "box" in info and pim.size != base.shape[1::-1]:  # white padding centred the photo on a square
+                dx, dy = (pim.width - base.shape[1]) // 2, (pim.height - base.shape[0]) // 2
+                x0, y0, x1, y1 = info["box"]
+                info["box"] = [x0 + dx, y0 + dy, x1 + dx, y1 + dy]
         pim = synth.photo_effects(pim, rng, strength=0.7)
         return pim, info
 

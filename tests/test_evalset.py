@@ -177,6 +177,37 @@ def test_style_mix_sets(tmp_path: Path) -> None:
         _build_procedural(tmp_path / "bad", replace(TINY, styles=("neon",)))
 
 
+def test_marks_box_follows_white_padding(tmp_path: Path) -> None:
+    """A listing padded to a square by its chrome keeps the mark's box on the mark (the photo moved)."""
+    cfg = replace(TINY, n_unregistered=0, n_clean=0, n_products=0, n_lookalikes=0, seed=5)
+    pad = 40
+
+    def padded(img: Image.Image, rng: np.random.Generator) -> Image.Image:
+        out = Image.new("RGB", (img.width + 2 * pad, img.height + 2 * pad), (255, 255, 255))
+        out.paste(img.convert("RGB"), (pad, pad))
+        return out
+
+    sets = {}
+    for name, chrome in (("plain", lambda img, rng: img.convert("RGB")), ("padded", padded)):
+        with pytest.MonkeyPatch.context() as mp:  # same random stream in both: only the chrome differs
+            mp.setattr(evalset_mod.synth, "listing_chrome", chrome)
+            mp.setattr(evalset_mod.synth, "photo_effects", lambda img, rng, strength=1.0: img)
+            sets[name] = _build_procedural(tmp_path / name, cfg)
+    plain, padded_rows = read_truth(sets["plain"]), read_truth(sets["padded"])
+    moved = 0
+    for a, b in zip(plain, padded_rows, strict=True):
+        ia = np.asarray(Image.open(sets["plain"] / a["query"]), np.float32)
+        ib = np.asarray(Image.open(sets["padded"] / b["query"]), np.float32)
+        if ib.shape == ia.shape:
+            assert b["box"] == a["box"]
+            continue
+        moved += 1
+        assert b["box"] == [v + pad for v in a["box"]]
+        x0, y0, x1, y1 = a["box"]
+        assert np.abs(ib[y0 + pad : y1 + pad, x0 + pad : x1 + pad] - ia[y0:y1, x0:x1]).mean() < 4.0
+    assert moved >= 2
+
+
 def test_build_from_a_photo_folder_with_classes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CCU_PHOTOS", raising=False)
     root = tmp_path / "photos"
