@@ -24,6 +24,8 @@ from PIL import Image
 
 from .errors import ModelError
 from .preprocess import LUMA, Letterbox, feature_grid, is_transparent, letterbox, normalize, prepare_logo
+from .proposals import decode as decode_proposals
+from .proposals import parse_config as parse_proposals
 from .verify import VerifyConfig, content_gray, sub_windows
 
 log = logging.getLogger(__name__)
@@ -294,7 +296,7 @@ def logo_stage_scores(photo: PhotoEmbedding, refs: np.ndarray, owner: np.ndarray
     region_best, best_region = best_per_reference(sim, owner, n)
     if not photo.can_refine or n_crops <= 0 or len(refs) == 0:
         return region_best, None, best_region
-    top = np.argsort(-sim.max(1), kind="stable")[:n_crops]
+    top = photo.crop_candidates(np.argsort(-sim.max(1), kind="stable")[:n_crops])
     crop_best, _ = best_per_reference(photo.crops(top) @ refs.T, owner, n)
     return region_best, crop_best, best_region
 
@@ -305,8 +307,9 @@ def dense_logo_scores(photo: PhotoEmbedding, refs: np.ndarray, owner: np.ndarray
 
     ``refs`` [V, D] are reference vectors; ``owner`` [V] maps each to its reference (several views per
     reference; default: one vector each). Stage 1: each reference's best region similarity over its
-    views; the ``n_crops`` regions most similar to any vector are re-embedded as crops (stage 2),
-    each reference's best crop similarity over its views is taken, and the two are combined.
+    views; the ``n_crops`` regions most similar to any vector, and the model's learned mark proposals
+    when it has a proposal head, are re-embedded as crops (stage 2), each reference's best crop
+    similarity over its views is taken, and the two are combined.
     Returns ([n_refs] scores, [n_refs] index of the best region).
     """
     region_best, crop_best, best_region = logo_stage_scores(photo, refs, owner, n_crops)
@@ -337,6 +340,18 @@ class PhotoEmbedding:
     dup_windows: np.ndarray | None = field(default=None, repr=False)
     canvas: np.ndarray | None = field(default=None, repr=False)
     content: tuple[float, float, float, float] | None = None
+    proposals: np.ndarray | None = None  # [P, 4] learned mark proposals (original-image px), best first
+
+    def crop_candidates(self, top: np.ndarray) -> np.ndarray:
+        """What the crop stage re-embeds: the regions ``top``, then every learned proposal (index R + q)."""
+        n_prop = 0 if self.proposals is None else len(self.proposals)
+        return np.concatenate([np.asarray(top, np.int64).reshape(-1), len(self.regions) + np.arange(n_prop)])
+
+    def candidate_boxes(self) -> np.ndarray:
+        """Original-image boxes [R + P, 4] of the regions then the proposals (indexed like ``crop_candidates``)."""
+        if self.proposals is None or not len(self.proposals):
+            return self.boxes
+        return np.concatenate([self.boxes, np.asarray(self.proposals, self.boxes.dtype)])
 
     def gray(self) -> np.ndarray | None:
         """The photo's grey content on its query canvas (for keypoint verification), if carried."""
@@ -350,8 +365,8 @@ class PhotoEmbedding:
         return self.crop_views is not None and self.embed_views is not None
 
     def crops(self, idx: np.ndarray, margin: float = CROP_MARGIN) -> np.ndarray:
-        """Descriptors [M, D] of the regions ``idx`` re-embedded as stand-alone crops (``margin``: the
-        scan's, unless measuring another)."""
+        """Descriptors [M, D] of the regions ``idx`` (or proposals, see :meth:`crop_candidates`)
+        re-embedded as stand-alone crops (``margin``: the scan's, unless measuring another)."""
         assert self.can_refine, "this embedding carries no canvas to re-embed crops from"
         return self.embed_views(self.crop_views(idx, margin))
 
@@ -400,6 +415,9 @@ class Embedder:
         self._input = self.session.get_inputs()[0].name
         self._whiten = self._load_whitening()
         self.verify = self.info.verify
+        self.proposals = parse_proposals(meta.get("ccu.proposals", ""), str(p))
+        if self.proposals is not None and "proposals" not in {o.name for o in self.session.get_outputs()}:
+            raise ModelError(f"{p}: metadata describes a proposal head but the graph has no output named 'proposals'")
 
     def set_layout(self, query_size: int | None = None, region_scales: Sequence[int] | None = None) -> None:
         """Letterbox photos to ``query_size`` px (a multiple of the stride) and/or pool regions of
@@ -424,8 +442,18 @@ class Embedder:
 
     def _run(self, batch_u8: np.ndarray, with_global: bool = False):
         """Local maps [N, D, h, w] (and, when asked and the model has one, the global feature maps)."""
-        out, glob = [], []
-        names = ["local", "global_feat"] if with_global and self._whiten is not None else ["local"]
+        res = self._run_outputs(batch_u8, with_global=with_global)
+        return (res["local"], res.get("global_feat")) if with_global else res["local"]
+
+    def _run_outputs(self, batch_u8: np.ndarray, with_global: bool = False,
+                     with_proposals: bool = False) -> dict[str, np.ndarray]:
+        """``local`` [N, D, h, w], and when asked and the model has them ``global_feat`` and ``proposals``."""
+        names = ["local"]
+        if with_global and self._whiten is not None:
+            names.append("global_feat")
+        if with_proposals and self.proposals is not None:
+            names.append("proposals")
+        parts: dict[str, list[np.ndarray]] = {k: [] for k in names}
         for i in range(0, len(batch_u8), self.batch_size):
             x = normalize(batch_u8[i : i + self.batch_size], self.mean, self.std)
             res = self.session.run(names, {self._input: x})
@@ -433,13 +461,11 @@ class Embedder:
             if local.ndim != 4 or local.shape[1] != self.dim:
                 raise ModelError(f"{self.info.path}: model output {tuple(local.shape)} does not match its "
                                  f"metadata (embed_dim {self.dim})")
-            out.append(local)
-            if len(res) > 1:
-                glob.append(res[1])
-        local = np.concatenate(out) if out else np.zeros((0, self.dim, 1, 1), np.float32)
-        if with_global:
-            return local, (np.concatenate(glob) if glob else None)
-        return local
+            for k, v in zip(names, res, strict=True):
+                parts[k].append(v)
+        out = {k: np.concatenate(v) for k, v in parts.items() if v}
+        out.setdefault("local", np.zeros((0, self.dim, 1, 1), np.float32))
+        return out
 
     def _load_whitening(self) -> tuple[np.ndarray, np.ndarray] | None:
         """The global descriptor's whitening (mean [F], projection [F, D]) when the model carries one.
@@ -494,10 +520,12 @@ class Embedder:
         """Descriptors for already letterboxed canvases (lets a pipeline decode in other threads)."""
         assert canvases.ndim == 4 and canvases.shape[1:] == (self.query_size, self.query_size, 3), canvases.shape
         assert len(boxes) == len(canvases)
-        local, gfeat = self._run(canvases, with_global=True)
+        res = self._run_outputs(canvases, with_global=True, with_proposals=True)
+        local, gfeat, props = res["local"], res.get("global_feat"), res.get("proposals")
         out = []
         for i, (canvas, m, lb) in enumerate(zip(canvases, local, boxes)):
-            pe, canvas_boxes = self._pool_photo(m, lb, None if gfeat is None else gfeat[i])
+            pe, canvas_boxes = self._pool_photo(m, lb, None if gfeat is None else gfeat[i],
+                                                None if props is None else props[i])
             pe.crop_views = lambda idx, margin=CROP_MARGIN, c=canvas, b=canvas_boxes: self.crop_views(
                 c, b[np.asarray(idx, dtype=np.int64)], margin)
             pe.embed_views = self.embed_views
@@ -533,8 +561,10 @@ class Embedder:
         canvases, boxes = self.photo_canvases(images)
         return self.embed_canvases(canvases, boxes)
 
-    def _pool_photo(self, local: np.ndarray, lb: Letterbox,
-                    gfeat: np.ndarray | None = None) -> tuple[PhotoEmbedding, np.ndarray]:
+    def _pool_photo(self, local: np.ndarray, lb: Letterbox, gfeat: np.ndarray | None = None,
+                    props: np.ndarray | None = None) -> tuple[PhotoEmbedding, np.ndarray]:
+        """One photo's descriptors, and the canvas boxes [R + P, 4] of its regions then its learned
+        proposals (what ``crop_views`` indexes)."""
         grid = local.shape[-1]
         if not local.shape[-2] == grid == self.grid:
             raise ModelError(f"{self.info.path}: feature map {tuple(local.shape[-2:])} for a {self.query_size} px input "
@@ -568,4 +598,9 @@ class Embedder:
         canvas_boxes = np.minimum(canvas_boxes, self.query_size)
         pe = PhotoEmbedding(global_vec=glob, regions=regions, boxes=lb.to_original(canvas_boxes).astype(np.float32),
                             dup_windows=dup_windows)
+        if props is not None and self.proposals is not None and self.proposals["boxes"] > 0:
+            # crops are cut as measured (the box as decoded, beyond the canvas is black); reported boxes are clipped
+            pb, _ = decode_proposals(props, self.stride, int(self.proposals["boxes"]))
+            pe.proposals = lb.to_original(pb).astype(np.float32)
+            canvas_boxes = np.concatenate([canvas_boxes.astype(np.float64), pb])
         return pe, canvas_boxes

@@ -71,7 +71,8 @@ def _score(s: float) -> float:
 def _refine_with_crops(photos: Sequence[PhotoEmbedding], catalog: CatalogLike,
                        logo_best: list[dict[str, tuple[float, np.ndarray]]], region_top: list[np.ndarray],
                        region_k: int) -> float:
-    """Second stage of logo scoring: re-embed each photo's best regions as crops, search them, and
+    """Second stage of logo scoring: re-embed each photo's best regions (and its learned mark
+    proposals, :meth:`PhotoEmbedding.crop_candidates`) as crops, search them, and
     combine with the region scores (:func:`ccu_vision.embedder.combine_logo_scores`) in place.
 
     A reference found by only one stage gets the lowest score seen in the other stage's hits for
@@ -83,21 +84,23 @@ def _refine_with_crops(photos: Sequence[PhotoEmbedding], catalog: CatalogLike,
     if not todo:
         return t_search
     # one embedder call and one index search for the crops of the whole batch
-    views = [photos[i].crop_views(region_top[i]) for i in todo]
+    cands = {i: photos[i].crop_candidates(region_top[i]) for i in todo}  # best regions + learned proposals
+    views = [photos[i].crop_views(cands[i]) for i in todo]
     vecs = photos[todo[0]].embed_views(np.concatenate(views))
     t0 = time.perf_counter()
     all_hits = catalog.search("logo", np.ascontiguousarray(vecs, dtype=np.float32), region_k)
     t_search += time.perf_counter() - t0
     row = 0
     for i, v in zip(todo, views, strict=True):
-        p, best, top = photos[i], logo_best[i], region_top[i]
+        p, best, top = photos[i], logo_best[i], cands[i]
+        boxes = p.candidate_boxes()
         hits = all_hits[row : row + len(v)]
         row += len(v)
         crop_best: dict[str, tuple[float, np.ndarray]] = {}
         for j, h in enumerate(hits):
             for ref_id, score, _vec_id in h:
                 if ref_id not in crop_best or score > crop_best[ref_id][0]:
-                    crop_best[ref_id] = (float(score), p.boxes[top[j]])
+                    crop_best[ref_id] = (float(score), boxes[top[j]])
         if not crop_best:
             continue
         r_floor = min(v[0] for v in best.values())
