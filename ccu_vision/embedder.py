@@ -31,7 +31,7 @@ from .verify import VerifyConfig, content_gray, sub_windows
 log = logging.getLogger(__name__)
 
 FORMAT = "ccu-vision-embedder/1"
-DEFAULT_MODEL_NAME = "ccu-lite0-v15cd.onnx"
+DEFAULT_MODEL_NAME = "ccu-lite0-v15cdp.onnx"
 PREPROCESS_KEYS = (
     "query_size",
     "ref_size",

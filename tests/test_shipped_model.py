@@ -35,6 +35,35 @@ def test_model_describes_itself(shipped: Embedder) -> None:
     assert info.extra.get("dup_backbone", "").startswith("imagenet:")
     assert "--dup-backbone imagenet" in info.extra["train_command"]
     assert MODEL.stat().st_size < 30 * 2**20, "the shipped file stays under ~30 MB"
+    # a learned mark-proposal head, fitted and attached by the recorded commands
+    assert shipped.proposals is not None and shipped.proposals["boxes"] == 3
+    assert "python -m ccu_vision.train.proposals fit" in info.extra["train_command"]
+    assert "python -m ccu_vision.train.proposals attach" in info.extra["train_command"]
+
+
+def test_proposal_head_finds_placed_marks(shipped: Embedder) -> None:
+    """Held-out marks printed on procedural photos: the head's 3 boxes cover most of them (IoU >= 0.3)."""
+    import numpy as np
+    from PIL import Image
+
+    from ccu_vision import synth
+    from ccu_vision.logos import brands as split_brands
+    from ccu_vision.logos import render_mask
+    from ccu_vision.photos import procedural_photos
+    from ccu_vision.proposals import iou
+
+    rng = np.random.default_rng(0)
+    brands = split_brands("heldout")[:12]
+    photos = procedural_photos(12, 480, 0)
+    ims, boxes = [], []
+    for b, photo in zip(brands, photos, strict=True):
+        img, pl = synth.place_mark(photo, render_mask(b, 256), int(min(photo.shape[:2]) * 0.25), rng, b.rgb,
+                                   style="print")
+        ims.append(Image.fromarray(img))
+        boxes.append(np.asarray(pl.box, float))
+    found = [bool((iou(pe.proposals.astype(float), box) >= 0.3).any())
+             for pe, box in zip(shipped.embed_photos(ims), boxes, strict=True)]
+    assert sum(found) >= 8, found
 
 
 def test_small_demo_scores_against_truth(shipped: Embedder, tmp_path: Path, monkeypatch) -> None:
