@@ -50,6 +50,12 @@ class Letterbox:
         out[:, [1, 3]] = out[:, [1, 3]].clip(0, self.height)
         return out
 
+    def to_canvas(self, boxes: np.ndarray) -> np.ndarray:
+        """Map [n, 4] original-image boxes (x0, y0, x1, y1) to canvas pixels (the inverse of :meth:`to_original`)."""
+        boxes = np.asarray(boxes, np.float64)
+        assert boxes.ndim == 2 and boxes.shape[1] == 4, boxes.shape
+        return boxes * self.scale + np.array([self.ox, self.oy, self.ox, self.oy], np.float64)
+
     def content_box(self) -> tuple[float, float, float, float]:
         """The canvas-pixel box covered by the image (not padding)."""
         return (

@@ -26,7 +26,7 @@ from ccu_vision.embedder import Embedder, best_per_reference
 from ccu_vision.evalset import read_truth
 from ccu_vision.evaluate import eval_references, logo_metrics
 from ccu_vision.proposals import decode, head_forward, iou
-from ccu_vision.train.proposals import canvas_box, load_head
+from ccu_vision.train.proposals import load_head
 
 KEYS = ("recall@1", "recall@5", "ap", "tpr@0.01fpr")
 
@@ -62,7 +62,7 @@ def evaluate(args: argparse.Namespace) -> None:
                 t_head += time.perf_counter() - th
                 allb = np.concatenate([cboxes[top].astype(np.float64), hb])
                 c_all = emb.embed_views(emb.crop_views(canvases[j], allb)) @ refs.T  # [6 + k, V]
-                true = canvas_box(lbs[j], t["box"]) if "box" in t and t["kind"] == "registered" else None
+                true = lbs[j].to_canvas(np.asarray([t["box"]]))[0] if "box" in t and t["kind"] == "registered" else None
                 for v, (ks, kh) in VARIANTS.items():
                     sel = list(range(min(ks, len(top)))) + [len(top) + q for q in range(min(kh, len(hb)))]
                     c, _ = best_per_reference(c_all[sel], owner, n)

@@ -67,6 +67,7 @@ def test_to_original_inverts_canvas_mapping(w: int, h: int) -> None:
     canvas_boxes[:, [0, 2]] = orig[:, [0, 2]] * lb.scale + lb.ox
     canvas_boxes[:, [1, 3]] = orig[:, [1, 3]] * lb.scale + lb.oy
     assert np.allclose(lb.to_original(canvas_boxes), orig, atol=1e-6)
+    assert np.allclose(lb.to_canvas(orig), canvas_boxes, atol=1e-9)  # and back
     # boxes on the padding or beyond the canvas are clipped into the image
     wild = np.asarray([[-50, -50, 500, 500], [0, 0, 96, 96], [0, 0, lb.ox, lb.oy]], dtype=np.float64)
     got = lb.to_original(wild)

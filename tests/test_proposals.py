@@ -102,7 +102,13 @@ def test_attached_head_matches_the_numpy_head(head_model) -> None:
     # the logo output is untouched by the head
     assert np.allclose(res["local"], Embedder(base)._run(canvases), atol=1e-6)
     with pytest.raises(ValueError, match="already has a proposal head"):
-        attach(path, head, path.with_name("twice.onnx"))
+        attach(path, head, path.with_name("twice.onnx"), model_id="tiny-prop2")
+    # the base model's thresholds belong to its scoring; the head's file gets its own id and none
+    assert Embedder(base).info.thresholds and emb.info.thresholds == {}
+    for same in (None, "tiny-test"):
+        with pytest.raises(ValueError, match="its own model id"):
+            attach(base, head, path.with_name("same.onnx"), model_id=same)
+    assert not path.with_name("same.onnx").exists()
 
 
 def test_metadata_without_the_graph_output_is_refused(head_model, tmp_path: Path) -> None:

@@ -40,12 +40,6 @@ TRAINSET = EvalConfig(n_brands=1200, pos_per_brand=2, n_unregistered=600, n_clea
                       n_lookalikes=0, split="train", brand_split="train", seed=901)
 
 
-def canvas_box(lb, box: list[float]) -> np.ndarray:
-    """An original-image box on the letterboxed canvas (px)."""
-    x0, y0, x1, y1 = box
-    return np.array([x0 * lb.scale + lb.ox, y0 * lb.scale + lb.oy, x1 * lb.scale + lb.ox, y1 * lb.scale + lb.oy])
-
-
 def targets(boxes: list[np.ndarray | None], grid: int, stride: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per image and cell: mark target [N, g, g], box target [N, 4, g, g], box-loss mask [N, g, g]
     from canvas-pixel boxes (None: no mark)."""
@@ -160,7 +154,7 @@ def fit(model: str | Path, trainset: str | Path, photos: str | Path | None = Non
     t0 = time.time()
     maps, lbs = local_maps(emb, root, rows)
     log.info("%d training listings, local maps %s in %.0f s", len(rows), maps.shape, time.time() - t0)
-    boxes = [canvas_box(lb, t["box"]) if "box" in t else None for t, lb in zip(rows, lbs, strict=True)]
+    boxes = [lb.to_canvas(np.asarray([t["box"]]))[0] if "box" in t else None for t, lb in zip(rows, lbs, strict=True)]
     head, report = fit_head(maps, boxes, emb.grid, emb.stride, **kw)
     report["trainset"] = TRAINSET.to_json()
     return head, report
@@ -170,7 +164,9 @@ def attach(model: str | Path, head: dict, out: str | Path, *, boxes: int = 3, mo
            report: dict | None = None, command: list[str] | None = None) -> Path:
     """Write ``model`` with the head appended (ONNX output ``proposals`` [N, 5, h, w]) to ``out``.
 
-    The file's ``ccu.train_command`` grows by the fit's command (``report["argv"]``) and ``command``."""
+    The new file needs its own ``model_id`` and has no thresholds until it is calibrated
+    (:mod:`ccu_vision.train.calibrate`): the base model's belong to its own scoring. Its
+    ``ccu.train_command`` grows by the fit's command (``report["argv"]``) and ``command``."""
     import onnx
     from onnx import helper, numpy_helper
 
@@ -199,8 +195,11 @@ def attach(model: str | Path, head: dict, out: str | Path, *, boxes: int = 3, mo
     ])
     g.output.append(helper.make_tensor_value_info("proposals", onnx.TensorProto.FLOAT, ["batch", CHANNELS, "h", "w"]))
     meta = {p.key: p.value for p in m.metadata_props}
-    if model_id:
-        meta["ccu.model_id"] = model_id
+    if not model_id or model_id == meta.get("ccu.model_id"):
+        raise ValueError(f"{model}: give the model with a head its own model id (catalogs pin the id, and the "
+                         f"head changes the logo scores)")
+    meta["ccu.model_id"] = model_id
+    meta["ccu.thresholds"] = "{}"  # the base model's thresholds belong to its scoring: calibrate this file
     meta["ccu.proposals"] = json.dumps({"format": FORMAT, "boxes": int(boxes), "hidden": int(head["w1"].shape[0]),
                                         **({"fit": report} if report else {})})
     chain = meta.get("ccu.train_command", "")
@@ -245,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--model", required=True)
     a.add_argument("--head", required=True)
     a.add_argument("--out", required=True)
-    a.add_argument("--model-id")
+    a.add_argument("--model-id", required=True, help="the new file's model id (catalogs pin it)")
     a.add_argument("--boxes", type=int, default=3, help="head boxes re-embedded per photo (default 3)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
