@@ -78,13 +78,15 @@ def build_eval_set(out: str | Path, cfg: EvalConfig | None = None, photos_dir: s
     styles = synth.check_styles(cfg.styles, "EvalConfig.styles")
     if not 0.0 <= cfg.clutter <= 1.0:
         raise ValueError(f"clutter must be a share in [0, 1], got {cfg.clutter!r}")
-    # the held-out serif faces (training never sees them), scanned once for lettered marks and clutter
-    heldout_fonts = font_split(find_fonts(), "heldout") if cfg.marks == "lettered" or cfg.clutter else []
+    # the held-out serif faces (training never sees them), scanned once for lettered marks and clutter;
+    # a set of training brands (for fitting, never an evaluation) uses the training faces instead
+    face_split = "train" if cfg.brand_split == "train" else "heldout"
+    heldout_fonts = font_split(find_fonts(), face_split) if cfg.marks == "lettered" or cfg.clutter else []
     fonts: list = []
     if cfg.marks == "lettered":
         fonts = heldout_fonts
         if not fonts:
-            raise ValueError("no held-out (serif) fonts found for lettered marks; point CCU_FONTS at a font folder")
+            raise ValueError(f"no {face_split} fonts found for lettered marks; point CCU_FONTS at a font folder")
     clutter_fonts: list = []
     if cfg.clutter:  # clutter lettering in those faces (Pillow's face without them)
         clutter_fonts = heldout_fonts or [None]

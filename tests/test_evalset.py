@@ -164,6 +164,17 @@ def test_clutter_sets(tmp_path: Path) -> None:
         _build_procedural(tmp_path / "bad", replace(TINY, clutter=1.5))
 
 
+def test_training_brand_sets_letter_in_training_faces(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Clutter lettering of a training-brand set (for fitting) uses the training faces; evaluation sets
+    keep the held-out ones."""
+    asked: list[str] = []
+    real = evalset_mod.font_split
+    monkeypatch.setattr(evalset_mod, "font_split", lambda fonts, which: asked.append(which) or real(fonts, which))
+    _build_procedural(tmp_path / "fit", replace(TINY, clutter=1.0, brand_split="train"))
+    _build_procedural(tmp_path / "eval", replace(TINY, clutter=1.0))
+    assert asked == ["train", "heldout"]
+
+
 def test_style_mix_sets(tmp_path: Path) -> None:
     """styles: every marked listing (registered and unregistered) is drawn in a listed style; a stored
     set is reused for the same config after its JSON round trip; an unknown style is refused."""

@@ -24,6 +24,7 @@ import json
 import logging
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -146,9 +147,12 @@ def fit_head(maps: np.ndarray, boxes: list[np.ndarray | None], grid: int, stride
     return head, report
 
 
-def fit(model: str | Path, trainset: str | Path, photos: str | Path | None = None, **kw) -> tuple[dict, dict]:
-    """Build/reuse the training listing set, take ``model``'s local maps and fit the head."""
-    root = build_eval_set(trainset, TRAINSET, photos)
+def fit(model: str | Path, trainset: str | Path, photos: str | Path | None = None, clutter: float = 0.0,
+        **kw) -> tuple[dict, dict]:
+    """Build/reuse the training listing set (``clutter``: share of listings printed with packaging
+    clutter first), take ``model``'s local maps and fit the head."""
+    cfg = replace(TRAINSET, clutter=clutter)
+    root = build_eval_set(trainset, cfg, photos)
     emb = Embedder(model)
     rows = [t for t in read_truth(root) if t["task"] == "logo"]
     t0 = time.time()
@@ -156,7 +160,7 @@ def fit(model: str | Path, trainset: str | Path, photos: str | Path | None = Non
     log.info("%d training listings, local maps %s in %.0f s", len(rows), maps.shape, time.time() - t0)
     boxes = [lb.to_canvas(np.asarray([t["box"]]))[0] if "box" in t else None for t, lb in zip(rows, lbs, strict=True)]
     head, report = fit_head(maps, boxes, emb.grid, emb.stride, **kw)
-    report["trainset"] = TRAINSET.to_json()
+    report["trainset"] = cfg.to_json()
     return head, report
 
 
@@ -240,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--epochs", type=int, default=30)
     f.add_argument("--lr", type=float, default=3e-3)
     f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--clutter", type=float, default=0.0,
+                   help="share of training listings printed with packaging clutter (lettering in training fonts)")
     a = sub.add_parser("attach", help="append a fitted head to a model file")
     a.add_argument("--model", required=True)
     a.add_argument("--head", required=True)
@@ -250,7 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     argv_list = sys.argv[1:] if argv is None else list(argv)
     if args.cmd == "fit":
-        head, report = fit(args.model, args.trainset, args.photos, epochs=args.epochs, lr=args.lr, seed=args.seed)
+        head, report = fit(args.model, args.trainset, args.photos, clutter=args.clutter, epochs=args.epochs,
+                           lr=args.lr, seed=args.seed)
         report["argv"] = argv_list
         save_head(args.out, head, report)
         log.info("held-back training listings: proposal recall at IoU >= 0.5 %s; wrote %s",
