@@ -86,7 +86,8 @@ def build_eval_set(out: str | Path, cfg: EvalConfig | None = None, photos_dir: s
     if cfg.marks == "lettered":
         fonts = heldout_fonts
         if not fonts:
-            raise ValueError(f"no {face_split} fonts found for lettered marks; point CCU_FONTS at a font folder")
+            which = "training" if face_split == "train" else "held-out (serif)"
+            raise ValueError(f"no {which} fonts found for lettered marks; point CCU_FONTS at a font folder")
     clutter_fonts: list = []
     if cfg.clutter:  # clutter lettering in those faces (Pillow's face without them)
         clutter_fonts = heldout_fonts or [None]
