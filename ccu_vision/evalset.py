@@ -81,16 +81,16 @@ def build_eval_set(out: str | Path, cfg: EvalConfig | None = None, photos_dir: s
     # the held-out serif faces (training never sees them), scanned once for lettered marks and clutter;
     # a set of training brands (for fitting, never an evaluation) uses the training faces instead
     face_split = "train" if cfg.brand_split == "train" else "heldout"
-    heldout_fonts = font_split(find_fonts(), face_split) if cfg.marks == "lettered" or cfg.clutter else []
+    faces = font_split(find_fonts(), face_split) if cfg.marks == "lettered" or cfg.clutter else []
     fonts: list = []
     if cfg.marks == "lettered":
-        fonts = heldout_fonts
+        fonts = faces
         if not fonts:
             which = "training" if face_split == "train" else "held-out (serif)"
             raise ValueError(f"no {which} fonts found for lettered marks; point CCU_FONTS at a font folder")
     clutter_fonts: list = []
     if cfg.clutter:  # clutter lettering in those faces (Pillow's face without them)
-        clutter_fonts = heldout_fonts or [None]
+        clutter_fonts = faces or [None]
     rng = np.random.default_rng(cfg.seed)
     for d in ("logos", "products", "queries/logo", "queries/dup"):
         (out / d).mkdir(parents=True, exist_ok=True)

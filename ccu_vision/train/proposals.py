@@ -180,9 +180,11 @@ def attach(model: str | Path, head: dict, out: str | Path, *, boxes: int = 3, mo
     g = m.graph
     if any(o.name == "proposals" for o in g.output):
         raise ValueError(f"{model}: already has a proposal head")
-    local = next((o for o in g.output if o.name == "local"), None)
-    if local is None:
+    if not any(o.name == "local" for o in g.output):
         raise ValueError(f"{model}: not a ccu-vision embedder graph (no output named 'local')")
+    if not model_id or model_id == next((p.value for p in m.metadata_props if p.key == "ccu.model_id"), None):
+        raise ValueError(f"{model}: give the model with a head its own model id (catalogs pin the id, and the "
+                         f"head changes the logo scores)")
     d = head["w1"].shape[1]
     consts = {
         "prop_mean": head["mean"].reshape(1, d, 1, 1), "prop_std": head["std"].reshape(1, d, 1, 1),
@@ -199,9 +201,6 @@ def attach(model: str | Path, head: dict, out: str | Path, *, boxes: int = 3, mo
     ])
     g.output.append(helper.make_tensor_value_info("proposals", onnx.TensorProto.FLOAT, ["batch", CHANNELS, "h", "w"]))
     meta = {p.key: p.value for p in m.metadata_props}
-    if not model_id or model_id == meta.get("ccu.model_id"):
-        raise ValueError(f"{model}: give the model with a head its own model id (catalogs pin the id, and the "
-                         f"head changes the logo scores)")
     meta["ccu.model_id"] = model_id
     meta["ccu.thresholds"] = "{}"  # the base model's thresholds belong to its scoring: calibrate this file
     meta["ccu.proposals"] = json.dumps({"format": FORMAT, "boxes": int(boxes), "hidden": int(head["w1"].shape[0]),
