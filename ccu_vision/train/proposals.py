@@ -164,7 +164,7 @@ def fit(model: str | Path, trainset: str | Path, photos: str | Path | None = Non
     return head, report
 
 
-def attach(model: str | Path, head: dict, out: str | Path, *, boxes: int = 3, model_id: str | None = None,
+def attach(model: str | Path, head: dict, out: str | Path, *, model_id: str, boxes: int = 3,
            report: dict | None = None, command: list[str] | None = None) -> Path:
     """Write ``model`` with the head appended (ONNX output ``proposals`` [N, 5, h, w]) to ``out``.
 
