@@ -26,6 +26,8 @@ from .errors import ModelError
 from .preprocess import LUMA, Letterbox, feature_grid, is_transparent, letterbox, normalize, prepare_logo
 from .proposals import decode as decode_proposals
 from .proposals import parse_config as parse_proposals
+from .scoring import LogoScoring, fuse
+from .scoring import parse_config as parse_scoring
 from .verify import VerifyConfig, content_gray, sub_windows
 
 log = logging.getLogger(__name__)
@@ -290,32 +292,47 @@ def logo_stage_scores(photo: PhotoEmbedding, refs: np.ndarray, owner: np.ndarray
                       n_crops: int = REFINE_CROPS) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     """The two stages of :func:`dense_logo_scores` kept apart: ([n_refs] best region similarity,
     [n_refs] best crop similarity or None when there is no crop stage, [n_refs] index of the best region)."""
+    region_best, crop, best_region = logo_stage_matrix(photo, refs, owner, n_crops)
+    return region_best, None if crop is None else crop.max(0), best_region
+
+
+def logo_stage_matrix(photo: PhotoEmbedding, refs: np.ndarray, owner: np.ndarray | None = None,
+                      n_crops: int = REFINE_CROPS) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """As :func:`logo_stage_scores`, with the crop stage kept per crop: ([n_refs] best region similarity,
+    [C, n_refs] each crop's best similarity per reference or None, [n_refs] index of the best region)."""
     owner = np.arange(len(refs)) if owner is None else np.asarray(owner)
     n = int(owner.max()) + 1 if len(owner) else 0
     sim = photo.regions @ refs.T  # [R, V]
     region_best, best_region = best_per_reference(sim, owner, n)
     if not photo.can_refine or n_crops <= 0 or len(refs) == 0:
         return region_best, None, best_region
-    top = photo.crop_candidates(np.argsort(-sim.max(1), kind="stable")[:n_crops])
-    crop_best, _ = best_per_reference(photo.crops(top) @ refs.T, owner, n)
-    return region_best, crop_best, best_region
+    vecs, _ = photo.crop_vectors(np.argsort(-sim.max(1), kind="stable")[:n_crops])
+    csim = vecs @ refs.T  # [C, V]
+    crop = np.full((n, len(csim)), -np.inf, csim.dtype)
+    np.maximum.at(crop, owner, csim.T)  # each crop's best view per reference
+    return region_best, crop.T, best_region
 
 
 def dense_logo_scores(photo: PhotoEmbedding, refs: np.ndarray, owner: np.ndarray | None = None,
-                      n_crops: int = REFINE_CROPS) -> tuple[np.ndarray, np.ndarray]:
+                      n_crops: int = REFINE_CROPS, group: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Exact two-stage logo scores of one photo against every reference (the scan's formula).
 
     ``refs`` [V, D] are reference vectors; ``owner`` [V] maps each to its reference (several views per
     reference; default: one vector each). Stage 1: each reference's best region similarity over its
     views; the ``n_crops`` regions most similar to any vector, and the model's learned mark proposals
     when it has a proposal head, are re-embedded as crops (stage 2), each reference's best crop
-    similarity over its views is taken, and the two are combined.
+    similarity over its views is taken, and the two are combined — or, for a model whose
+    ``ccu.logo_scoring`` has a fusion (:mod:`ccu_vision.scoring`), fused over its best candidates
+    (``group`` [n_refs]: each reference's brand; default: every reference its own).
     Returns ([n_refs] scores, [n_refs] index of the best region).
     """
-    region_best, crop_best, best_region = logo_stage_scores(photo, refs, owner, n_crops)
-    if crop_best is None:
+    region_best, crop, best_region = logo_stage_matrix(photo, refs, owner, n_crops)
+    if crop is None:
         return region_best, best_region
-    return combine_logo_scores(region_best, crop_best), best_region
+    base = combine_logo_scores(region_best, crop.max(0))
+    if photo.scoring is not None and photo.scoring.fused:
+        return fuse(photo.scoring, base, region_best, crop, photo.head_logit, group), best_region
+    return base, best_region
 
 
 @dataclass
@@ -341,11 +358,48 @@ class PhotoEmbedding:
     canvas: np.ndarray | None = field(default=None, repr=False)
     content: tuple[float, float, float, float] | None = None
     proposals: np.ndarray | None = None  # [P, 4] learned mark proposals (original-image px), best first
+    proposal_scores: np.ndarray | None = None  # [P] their mark logits
+    scoring: LogoScoring | None = None  # the model's logo scoring (extra head crops, fusion), if it has one
 
     def crop_candidates(self, top: np.ndarray) -> np.ndarray:
         """What the crop stage re-embeds: the regions ``top``, then every learned proposal (index R + q)."""
         n_prop = 0 if self.proposals is None else len(self.proposals)
         return np.concatenate([np.asarray(top, np.int64).reshape(-1), len(self.regions) + np.arange(n_prop)])
+
+    def crop_plan(self, top: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Every crop the crop stage cuts: (indices into :meth:`candidate_boxes` [C], margins [C]) — the
+        candidates at the standard margin, then the proposals again at the scoring's ``head_margins``."""
+        idx = self.crop_candidates(top)
+        margins = np.full(len(idx), CROP_MARGIN)
+        n_prop = 0 if self.proposals is None else len(self.proposals)
+        if self.scoring is not None and n_prop:
+            extra = len(self.regions) + np.arange(n_prop)
+            for m in self.scoring.head_margins:
+                idx, margins = np.concatenate([idx, extra]), np.concatenate([margins, np.full(n_prop, m)])
+        return idx, margins
+
+    def plan_views(self, idx: np.ndarray, margins: np.ndarray) -> np.ndarray:
+        """The views of a :meth:`crop_plan` (uint8 [C, S, S, 3]), cut one margin at a time."""
+        assert len(idx) == len(margins), (len(idx), len(margins))
+        assert self.can_refine, "this embedding carries no canvas to re-embed crops from"
+        order = [np.flatnonzero(margins == m) for m in dict.fromkeys(margins.tolist())]
+        views = [self.crop_views(idx[o], float(margins[o[0]])) for o in order]
+        out = np.zeros((len(idx),) + views[0].shape[1:], np.uint8) if views else np.zeros((0,), np.uint8)
+        for o, v in zip(order, views):
+            out[o] = v
+        return out
+
+    def crop_vectors(self, top: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Descriptors [C, D] of every crop of :meth:`crop_plan` and their candidate indices [C]."""
+        idx, margins = self.crop_plan(top)
+        return self.embed_views(self.plan_views(idx, margins)), idx
+
+    @property
+    def head_logit(self) -> float | None:
+        """The proposal head's best mark logit for this photo (None without proposals)."""
+        if self.proposal_scores is None or not len(self.proposal_scores):
+            return None
+        return float(np.max(self.proposal_scores))
 
     def candidate_boxes(self) -> np.ndarray:
         """Original-image boxes [R + P, 4] of the regions then the proposals (indexed like ``crop_candidates``)."""
@@ -416,6 +470,7 @@ class Embedder:
         self._whiten = self._load_whitening()
         self.verify = self.info.verify
         self.proposals = parse_proposals(meta.get("ccu.proposals", ""), str(p))
+        self.logo_scoring = parse_scoring(meta.get("ccu.logo_scoring", ""), str(p))
         if self.proposals is not None and "proposals" not in {o.name for o in self.session.get_outputs()}:
             raise ModelError(f"{p}: metadata describes a proposal head but the graph has no output named 'proposals'")
 
@@ -529,6 +584,7 @@ class Embedder:
             pe.crop_views = lambda idx, margin=CROP_MARGIN, c=canvas, b=canvas_boxes: self.crop_views(
                 c, b[np.asarray(idx, dtype=np.int64)], margin)
             pe.embed_views = self.embed_views
+            pe.scoring = self.logo_scoring
             pe.canvas, pe.content = canvas, lb.content_box()
             out.append(pe)
         return out
@@ -600,7 +656,8 @@ class Embedder:
                             dup_windows=dup_windows)
         if props is not None and self.proposals is not None and self.proposals["boxes"] > 0:
             # crops are cut as measured (the box as decoded, beyond the canvas is black); reported boxes are clipped
-            pb, _ = decode_proposals(props, self.stride, int(self.proposals["boxes"]))
+            pb, logits = decode_proposals(props, self.stride, int(self.proposals["boxes"]))
             pe.proposals = lb.to_original(pb).astype(np.float32)
+            pe.proposal_scores = logits.astype(np.float32)
             canvas_boxes = np.concatenate([canvas_boxes.astype(np.float64), pb])
         return pe, canvas_boxes

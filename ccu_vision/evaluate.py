@@ -241,6 +241,7 @@ def rank_with_embedder(embedder, root: str | Path, k: int = 10, batch: int = 32)
         for e in embedder.embed_photos(ims):
             best, best_r = dense_logo_scores(e, logos, owner)  # the scan's scoring, exactly
             order = np.argsort(-best)[:k]
+            order = order[np.isfinite(best[order])]  # a fused scoring scores only its candidates
             logo_ranked.append([(slugs[j], float(best[j])) for j in order])
             boxes.append(e.boxes[best_r[order[0]]].tolist() if len(order) else None)
     dup_ranked = []

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 
 from .embedder import REFINE_CROPS, PhotoEmbedding, combine_logo_scores
+from .scoring import fuse
 from .verify import Verifier, verify_candidates
 
 log = logging.getLogger(__name__)
@@ -70,13 +71,16 @@ def _score(s: float) -> float:
 
 def _refine_with_crops(photos: Sequence[PhotoEmbedding], catalog: CatalogLike,
                        logo_best: list[dict[str, tuple[float, np.ndarray]]], region_top: list[np.ndarray],
-                       region_k: int) -> float:
+                       region_k: int, brand_of: Callable[[str], str]) -> float:
     """Second stage of logo scoring: re-embed each photo's best regions (and its learned mark
     proposals, :meth:`PhotoEmbedding.crop_candidates`) as crops, search them, and
     combine with the region scores (:func:`ccu_vision.embedder.combine_logo_scores`) in place.
 
     A reference found by only one stage gets the lowest score seen in the other stage's hits for
-    that photo (a bound, so it is never favoured). Returns the seconds spent searching.
+    that photo (a bound, so it is never favoured). For a model whose logo scoring fuses the
+    evidence (:mod:`ccu_vision.scoring`), each crop's similarity to a reference it did not return is
+    bounded the same way by that crop's lowest hit, and only the fused candidates stay.
+    Returns the seconds spent searching.
     """
     t_search = 0.0
     todo = [i for i, (p, best, top) in enumerate(zip(photos, logo_best, region_top, strict=True))
@@ -84,15 +88,15 @@ def _refine_with_crops(photos: Sequence[PhotoEmbedding], catalog: CatalogLike,
     if not todo:
         return t_search
     # one embedder call and one index search for the crops of the whole batch
-    cands = {i: photos[i].crop_candidates(region_top[i]) for i in todo}  # best regions + learned proposals
-    views = [photos[i].crop_views(cands[i]) for i in todo]
+    plans = {i: photos[i].crop_plan(region_top[i]) for i in todo}  # best regions + learned proposals
+    views = [photos[i].plan_views(*plans[i]) for i in todo]
     vecs = photos[todo[0]].embed_views(np.concatenate(views))
     t0 = time.perf_counter()
     all_hits = catalog.search("logo", np.ascontiguousarray(vecs, dtype=np.float32), region_k)
     t_search += time.perf_counter() - t0
     row = 0
     for i, v in zip(todo, views, strict=True):
-        p, best, top = photos[i], logo_best[i], cands[i]
+        p, best, top = photos[i], logo_best[i], plans[i][0]
         boxes = p.candidate_boxes()
         hits = all_hits[row : row + len(v)]
         row += len(v)
@@ -110,9 +114,33 @@ def _refine_with_crops(photos: Sequence[PhotoEmbedding], catalog: CatalogLike,
             r, rbox = best.get(ref_id, (r_floor, None))
             c, cbox = crop_best.get(ref_id, (c_floor, None))
             merged[ref_id] = (float(combine_logo_scores(r, c)), rbox if rbox is not None else cbox)
+        if p.scoring is not None and p.scoring.fused:
+            merged = _fused(p, merged, best, r_floor, hits, brand_of)
         best.clear()
         best.update(merged)
     return t_search
+
+
+def _fused(p: PhotoEmbedding, merged: dict[str, tuple[float, np.ndarray]],
+           region: dict[str, tuple[float, np.ndarray]], r_floor: float,
+           hits: list[list[tuple[str, float, int]]], brand_of: Callable[[str], str]) -> dict[str, tuple[float, np.ndarray]]:
+    """The fused candidates of one photo (:func:`ccu_vision.scoring.fuse`) from its searched evidence."""
+    refs = sorted(merged)
+    col = {r: j for j, r in enumerate(refs)}
+    crop = np.empty((len(hits), len(refs)))
+    for j, h in enumerate(hits):
+        seen: dict[str, float] = {}
+        for ref_id, score, _vec_id in h:
+            seen[ref_id] = max(seen.get(ref_id, -np.inf), float(score))
+        crop[j] = min((float(sc) for _, sc, _ in h), default=-np.inf)  # bound for references it did not return
+        for ref_id, score in seen.items():
+            crop[j, col[ref_id]] = score
+    base = np.array([merged[r][0] for r in refs])
+    reg = np.array([region[r][0] if r in region else r_floor for r in refs])
+    brands = [brand_of(r) for r in refs]
+    group = np.unique(brands, return_inverse=True)[1]
+    fused = fuse(p.scoring, base, reg, crop, p.head_logit, group)
+    return {r: (float(fused[j]), merged[r][1]) for j, r in enumerate(refs) if np.isfinite(fused[j])}
 
 
 def _near_duplicates(photos: Sequence[PhotoEmbedding], catalog: CatalogLike, dup_best: list[dict[str, float]],
@@ -174,6 +202,14 @@ def match_photos(
     th_logo = float(thresholds.get("logo", np.inf))
     th_dup = float(thresholds.get("near_duplicate", np.inf))
 
+    brands: dict[str, str] = {}
+
+    def brand_of(ref_id: str) -> str:
+        if ref_id not in brands:
+            rec = catalog.get(ref_id)
+            brands[ref_id] = rec.brand if rec is not None else ""
+        return brands[ref_id]
+
     # per photo: ref_id -> (score, box or None), per kind
     logo_best: list[dict[str, tuple[float, np.ndarray]]] = [{} for _ in range(n)]
     dup_best: list[dict[str, float]] = [{} for _ in range(n)]
@@ -200,7 +236,7 @@ def match_photos(
             region_top.append(np.argsort(-region_score, kind="stable")[: min(refine, c)])
             row += c
         if refine > 0:
-            t_search += _refine_with_crops(photos, catalog, logo_best, region_top, region_k)
+            t_search += _refine_with_crops(photos, catalog, logo_best, region_top, region_k, brand_of)
 
     t_search += _near_duplicates(photos, catalog, dup_best, top_k, verifier)
     t_verify = 0.0
@@ -209,14 +245,6 @@ def match_photos(
         t0 = time.perf_counter()
         _verify(photos, dup_best, dup_inliers, verifier, th_dup)
         t_verify = time.perf_counter() - t0
-
-    brands: dict[str, str] = {}
-
-    def brand_of(ref_id: str) -> str:
-        if ref_id not in brands:
-            rec = catalog.get(ref_id)
-            brands[ref_id] = rec.brand if rec is not None else ""
-        return brands[ref_id]
 
     results = []
     for i in range(n):
