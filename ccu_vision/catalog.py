@@ -1300,6 +1300,20 @@ class Catalog:
         zero = np.zeros(self.dim, np.float32).tobytes()  # removed meanwhile: scores 0, sorts last
         return np.frombuffer(b"".join(found.get(int(i), zero) for i in ids), np.float32).reshape(len(ids), self.dim)
 
+    def ref_vectors(self, ref_ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """The stored vectors [views, D] of each of ``ref_ids`` (missing ids are left out): what exact
+        re-scoring of a few candidates needs (:mod:`ccu_vision.matcher`)."""
+        ids = list(dict.fromkeys(ref_ids))
+        rows: dict[str, list[bytes]] = {}
+        with self._mutex, self._read_txn() as db:
+            for i in range(0, len(ids), 500):
+                chunk = ids[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                for rid, vec in db.execute(f"SELECT ref_id, vector FROM vectors WHERE ref_id IN ({marks}) ORDER BY vec_id",
+                                           chunk):
+                    rows.setdefault(rid, []).append(vec)
+        return {rid: np.frombuffer(b"".join(v), np.float32).reshape(len(v), self.dim) for rid, v in rows.items()}
+
     def vectors(self, kind: str) -> tuple[np.ndarray, np.ndarray]:
         """All stored vectors of ``kind`` from the database: ``(vectors [n, D], vec_ids [n])``."""
         with self._mutex, self._read_txn() as db:

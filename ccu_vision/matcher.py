@@ -78,8 +78,9 @@ def _refine_with_crops(photos: Sequence[PhotoEmbedding], catalog: CatalogLike,
 
     A reference found by only one stage gets the lowest score seen in the other stage's hits for
     that photo (a bound, so it is never favoured). For a model whose logo scoring fuses the
-    evidence (:mod:`ccu_vision.scoring`), each crop's similarity to a reference it did not return is
-    bounded the same way by that crop's lowest hit, and only the fused candidates stay.
+    evidence (:mod:`ccu_vision.scoring`), the best references are re-scored exactly against their
+    stored vectors (when the catalog has ``ref_vectors``; otherwise a crop's similarity to a
+    reference it did not return is bounded by its lowest hit) and only the fused candidates stay.
     Returns the seconds spent searching.
     """
     t_search = 0.0
@@ -99,6 +100,7 @@ def _refine_with_crops(photos: Sequence[PhotoEmbedding], catalog: CatalogLike,
         p, best, top = photos[i], logo_best[i], plans[i][0]
         boxes = p.candidate_boxes()
         hits = all_hits[row : row + len(v)]
+        crop_vecs = vecs[row : row + len(v)]
         row += len(v)
         crop_best: dict[str, tuple[float, np.ndarray]] = {}
         for j, h in enumerate(hits):
@@ -115,7 +117,8 @@ def _refine_with_crops(photos: Sequence[PhotoEmbedding], catalog: CatalogLike,
             c, cbox = crop_best.get(ref_id, (c_floor, None))
             merged[ref_id] = (float(combine_logo_scores(r, c)), rbox if rbox is not None else cbox)
         if p.scoring is not None and p.scoring.fused:
-            merged = _fused(p, merged, best, r_floor, hits, brand_of)
+            merged = _fused(p, merged, best, r_floor, hits, brand_of, crop_vecs,
+                            getattr(catalog, "ref_vectors", None))
         best.clear()
         best.update(merged)
     return t_search
@@ -123,8 +126,11 @@ def _refine_with_crops(photos: Sequence[PhotoEmbedding], catalog: CatalogLike,
 
 def _fused(p: PhotoEmbedding, merged: dict[str, tuple[float, np.ndarray]],
            region: dict[str, tuple[float, np.ndarray]], r_floor: float,
-           hits: list[list[tuple[str, float, int]]], brand_of: Callable[[str], str]) -> dict[str, tuple[float, np.ndarray]]:
-    """The fused candidates of one photo (:func:`ccu_vision.scoring.fuse`) from its searched evidence."""
+           hits: list[list[tuple[str, float, int]]], brand_of: Callable[[str], str], crop_vecs: np.ndarray,
+           ref_vectors: Callable[[list[str]], dict[str, np.ndarray]] | None) -> dict[str, tuple[float, np.ndarray]]:
+    """The fused candidates of one photo (:func:`ccu_vision.scoring.fuse`) from its searched evidence,
+    the candidates re-scored exactly against their stored vectors when ``ref_vectors`` is given."""
+    assert p.scoring is not None and crop_vecs.shape[0] == len(hits), (crop_vecs.shape, len(hits))
     refs = sorted(merged)
     col = {r: j for j, r in enumerate(refs)}
     crop = np.empty((len(hits), len(refs)))
@@ -137,9 +143,19 @@ def _fused(p: PhotoEmbedding, merged: dict[str, tuple[float, np.ndarray]],
             crop[j, col[ref_id]] = score
     base = np.array([merged[r][0] for r in refs])
     reg = np.array([region[r][0] if r in region else r_floor for r in refs])
+    cand = np.argsort(-base, kind="stable")[: p.scoring.candidates]
+    exact = ref_vectors([refs[j] for j in cand]) if ref_vectors is not None else {}
+    for j in cand:  # what the dense scorer computes, for the references that can be fused
+        v = exact.get(refs[j])
+        if v is None or not len(v):
+            continue
+        reg[j] = float((np.asarray(p.regions, np.float32) @ v.T).max())
+        crop[:, j] = (crop_vecs @ v.T).max(1)
+        base[j] = float(combine_logo_scores(reg[j], crop[:, j].max()))
+    cand = cand[np.argsort(-base[cand], kind="stable")]
     brands = [brand_of(r) for r in refs]
     group = np.unique(brands, return_inverse=True)[1]
-    fused = fuse(p.scoring, base, reg, crop, p.head_logit, group)
+    fused = fuse(p.scoring, base, reg, crop, p.head_logit, group, cand)
     return {r: (float(fused[j]), merged[r][1]) for j, r in enumerate(refs) if np.isfinite(fused[j])}
 
 

@@ -90,8 +90,8 @@ def parse_config(raw: str, path: str = "") -> LogoScoring | None:
 
 
 def candidate_features(score: np.ndarray, region: np.ndarray, crop: np.ndarray, head_logit: float,
-                       group: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The ``k`` best references by ``score`` and their features [k', len(FEATURES)].
+                       group: np.ndarray, k: int, cand: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` best references by ``score`` (or the given ``cand``) and their features [k', len(FEATURES)].
 
     ``score``/``region`` [n] per reference; ``crop`` [C, n] each crop's best similarity per reference
     (rows that are all -inf: crops the photo does not have); ``group`` [n] the brand of each reference
@@ -100,7 +100,7 @@ def candidate_features(score: np.ndarray, region: np.ndarray, crop: np.ndarray, 
     score, region, group = np.asarray(score, np.float64), np.asarray(region, np.float64), np.asarray(group)
     crop = np.asarray(crop, np.float64).reshape(-1, len(score))
     assert score.shape == region.shape == group.shape and score.ndim == 1, (score.shape, region.shape, group.shape)
-    cand = np.argsort(-score, kind="stable")[:k]
+    cand = np.argsort(-score, kind="stable")[:k] if cand is None else np.asarray(cand, np.int64)[:k]
     cand = cand[np.isfinite(score[cand])]
     rows = crop[np.isfinite(crop).all(axis=1)]
     feats = np.zeros((len(cand), len(FEATURES)))
@@ -116,13 +116,14 @@ def candidate_features(score: np.ndarray, region: np.ndarray, crop: np.ndarray, 
 
 
 def fuse(cfg: LogoScoring, score: np.ndarray, region: np.ndarray, crop: np.ndarray, head_logit: float | None,
-         group: np.ndarray | None = None) -> np.ndarray:
-    """[n] fused scores: the fusion's probability for the candidates, -inf for every other reference."""
+         group: np.ndarray | None = None, cand: np.ndarray | None = None) -> np.ndarray:
+    """[n] fused scores: the fusion's probability for the candidates (the ``cfg.candidates`` best by
+    ``score``, or ``cand``), -inf for every other reference."""
     assert cfg.fused
     score = np.asarray(score, np.float64)
     group = np.arange(len(score)) if group is None else np.asarray(group)
     hl = NO_HEAD_LOGIT if head_logit is None or not np.isfinite(head_logit) else float(head_logit)
-    cand, f = candidate_features(score, region, crop, hl, group, cfg.candidates)
+    cand, f = candidate_features(score, region, crop, hl, group, cfg.candidates, cand)
     out = np.full(len(score), -np.inf)
     z = (f - cfg.mean) / cfg.std @ cfg.weights + cfg.bias
     out[cand] = 1.0 / (1.0 + np.exp(-z))

@@ -185,3 +185,37 @@ def test_fit_on_an_evaluation_set_and_score_with_it(models, tmp_path: Path) -> N
     out = attach(head, scoring, tmp_path / "fitted.onnx", model_id="tiny-fitted")
     logo_ranked, _, _ = rank_with_embedder(Embedder(out), root, k=5)
     assert all(len(r) <= 3 and all(0 < s < 1 for _, s in r) for r in logo_ranked)  # candidates only, probabilities
+
+
+def test_real_catalog_scan_rescores_candidates_exactly(models, tmp_path: Path) -> None:
+    """With a real catalog (SQLite + FAISS) and only 2 hits per region/crop, the scan's fused scores
+    still equal the dense scorer's: the candidates are re-scored against their stored vectors."""
+    import io
+
+    from ccu_vision.catalog import Catalog
+    from ccu_vision.matcher import match_photos
+
+    _, fused = models
+    emb = Embedder(fused)
+    logos = [photo(20 + i).crop((10, 10, 90, 80)) for i in range(6)]  # the green block plus distinct noise
+    views = emb.embed_logo_views(logos)
+    with Catalog.open(tmp_path / "home", model=emb.info) as cat:
+        ids = []
+        for i, (im, v) in enumerate(zip(logos, views, strict=True)):
+            buf = io.BytesIO()
+            im.save(buf, format="PNG")
+            ids.append(cat.add_reference(buf.getvalue(), f"l{i}.png", "acme" if i < 2 else f"brand{i}", "logo",
+                                         v, im.width, im.height)[0])
+        stored = cat.ref_vectors(ids[:2] + ["missing"])
+        assert set(stored) == set(ids[:2]) and np.allclose(stored[ids[0]], views[0])
+        pe = emb.embed_photos([photo(31)])[0]
+        res = match_photos([pe], cat, top_k=6, region_k=2)[0]
+    owner = np.concatenate([np.full(len(v), i) for i, v in enumerate(views)])
+    group = np.array([0, 0, 1, 2, 3, 4])
+    dense, _ = dense_logo_scores(pe, np.concatenate(views), owner, group=group)
+    got = {m["ref_id"]: m["score"] for m in res.matches if m["kind"] == "logo"}
+    assert 0 < len(got) <= 5
+    for rid, score in got.items():
+        assert score == pytest.approx(float(dense[ids.index(rid)]), abs=1e-5), rid
+    best = ids[int(np.argmax(dense))]
+    assert best in got and got[best] == max(got.values())
