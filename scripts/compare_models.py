@@ -54,7 +54,7 @@ SETS = {
 
 
 KEYS = ("recall@1", "recall@5", "ap", "tpr@0.01fpr")
-DEFAULT_MODEL = "ccu_vision/models/ccu-lite0-v15cdp.onnx"
+DEFAULT_MODEL = "ccu_vision/models/ccu-lite0-v15cdpf.onnx"
 
 
 def one_model_args(doc: str) -> argparse.ArgumentParser:

@@ -39,6 +39,12 @@ def test_model_describes_itself(shipped: Embedder) -> None:
     assert shipped.proposals is not None and shipped.proposals["boxes"] == 3
     assert "python -m ccu_vision.train.proposals fit" in info.extra["train_command"]
     assert "python -m ccu_vision.train.proposals attach" in info.extra["train_command"]
+    # its logo scoring: the head's boxes cut again at two more margins, and the evidence fusion fitted on
+    # the calibration split (scores are probabilities; the thresholds were calibrated on them)
+    sc = shipped.logo_scoring
+    assert sc is not None and sc.fused and sc.head_margins == (0.0, 0.4)
+    assert "python -m ccu_vision.train.logo_scoring fit" in info.extra["train_command"]
+    assert "python -m ccu_vision.train.logo_scoring attach" in info.extra["train_command"]
 
 
 def test_proposal_head_finds_placed_marks(shipped: Embedder) -> None:
