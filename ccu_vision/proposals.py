@@ -10,12 +10,12 @@ file's metadata (``ccu.proposals``: format, boxes per photo). Fitting and attach
 
 from __future__ import annotations
 
-import json
 import logging
 
 import numpy as np
 
 from .errors import ModelError
+from .metadata import versioned_json
 
 log = logging.getLogger(__name__)
 
@@ -26,15 +26,9 @@ MIN_SIDE_CELLS = 0.5
 
 def parse_config(raw: str, path: str = "") -> dict | None:
     """The ``ccu.proposals`` metadata of a model file (None when it has none); refuses an unknown format."""
-    if not raw:
+    cfg = versioned_json(raw, path, "ccu.proposals", FORMAT, "proposal head")
+    if cfg is None:
         return None
-    try:
-        cfg = json.loads(raw)
-    except json.JSONDecodeError as e:
-        raise ModelError(f"{path}: ccu.proposals metadata is not JSON ({e.msg})") from None
-    if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
-        raise ModelError(f"{path}: unsupported proposal head {cfg.get('format') if isinstance(cfg, dict) else cfg!r} "
-                         f"(this version reads {FORMAT})")
     k = cfg.get("boxes")
     if not isinstance(k, int) or isinstance(k, bool) or k < 0:
         raise ModelError(f"{path}: ccu.proposals 'boxes' must be a non-negative integer, got {k!r}")

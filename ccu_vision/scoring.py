@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import ModelError
+from .metadata import versioned_json
 
 log = logging.getLogger(__name__)
 
@@ -59,15 +60,9 @@ class LogoScoring:
 
 def parse_config(raw: str, path: str = "") -> LogoScoring | None:
     """The ``ccu.logo_scoring`` metadata of a model file (None when it has none); refuses what it cannot read."""
-    if not raw:
+    cfg = versioned_json(raw, path, "ccu.logo_scoring", FORMAT, "logo scoring")
+    if cfg is None:
         return None
-    try:
-        cfg = json.loads(raw)
-    except json.JSONDecodeError as e:
-        raise ModelError(f"{path}: ccu.logo_scoring metadata is not JSON ({e.msg})") from None
-    if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
-        raise ModelError(f"{path}: unsupported logo scoring {cfg.get('format') if isinstance(cfg, dict) else cfg!r} "
-                         f"(this version reads {FORMAT})")
     margins = cfg.get("head_margins", [])
     k = cfg.get("candidates", 5)
     if (not isinstance(margins, list) or not all(isinstance(m, (int, float)) and 0 <= m <= 1 for m in margins)

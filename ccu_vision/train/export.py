@@ -258,6 +258,26 @@ def file_train_command(path: str | Path) -> str:
     return next((p.value for p in m.metadata_props if p.key == "ccu.train_command"), "")
 
 
+def save_with_metadata(m, meta: dict[str, str], out: str | Path, tool: str, argvs: list[list[str]]) -> Path:
+    """Save the ONNX model proto ``m`` to ``out`` atomically with metadata ``meta``, its
+    ``ccu.train_command`` grown by ``tool argv`` for each of ``argvs`` (the steps that made it)."""
+    import onnx
+
+    chain = meta.get("ccu.train_command", "")
+    for argv in argvs:
+        chain = append_command(chain, tool, argv)
+    if chain:
+        meta["ccu.train_command"] = chain
+    del m.metadata_props[:]
+    for k, v in meta.items():
+        m.metadata_props.add(key=k, value=v)
+    out = Path(out)
+    tmp = out.with_suffix(".tmp.onnx")
+    onnx.save(m, str(tmp))
+    tmp.replace(out)
+    return out
+
+
 def set_thresholds(path: Path, thresholds: dict, extra: dict | None = None) -> None:
     """Write calibrated thresholds (and other metadata) into an exported model file, atomically."""
     import onnx

@@ -96,7 +96,7 @@ def attach(model: str | Path, scoring: LogoScoring, out: str | Path, *, model_id
     thresholds are cleared (they belong to the old scoring) and the command chain grows."""
     import onnx
 
-    from .export import append_command
+    from .export import save_with_metadata
 
     m = onnx.load(str(model))
     meta = {p.key: p.value for p in m.metadata_props}
@@ -106,19 +106,8 @@ def attach(model: str | Path, scoring: LogoScoring, out: str | Path, *, model_id
     meta["ccu.model_id"] = model_id
     meta["ccu.thresholds"] = "{}"
     meta["ccu.logo_scoring"] = scoring.to_json()
-    chain = meta.get("ccu.train_command", "")
-    for argv in ([(report or {}).get("argv")] if (report or {}).get("argv") else []) + ([command] if command else []):
-        chain = append_command(chain, "python -m ccu_vision.train.logo_scoring", argv)
-    if chain:
-        meta["ccu.train_command"] = chain
-    del m.metadata_props[:]
-    for k, v in meta.items():
-        m.metadata_props.add(key=k, value=v)
-    out = Path(out)
-    tmp = out.with_suffix(".tmp.onnx")
-    onnx.save(m, str(tmp))
-    tmp.replace(out)
-    return out
+    argvs = ([(report or {})["argv"]] if (report or {}).get("argv") else []) + ([command] if command else [])
+    return save_with_metadata(m, meta, out, "python -m ccu_vision.train.logo_scoring", argvs)
 
 
 def save(path: str | Path, scoring: LogoScoring, report: dict) -> None:

@@ -174,7 +174,7 @@ def attach(model: str | Path, head: dict, out: str | Path, *, model_id: str, box
     import onnx
     from onnx import helper, numpy_helper
 
-    from .export import append_command
+    from .export import save_with_metadata
 
     m = onnx.load(str(model))
     g = m.graph
@@ -205,20 +205,9 @@ def attach(model: str | Path, head: dict, out: str | Path, *, model_id: str, box
     meta["ccu.thresholds"] = "{}"  # the base model's thresholds belong to its scoring: calibrate this file
     meta["ccu.proposals"] = json.dumps({"format": FORMAT, "boxes": int(boxes), "hidden": int(head["w1"].shape[0]),
                                         **({"fit": report} if report else {})})
-    chain = meta.get("ccu.train_command", "")
-    for argv in ([(report or {}).get("argv")] if (report or {}).get("argv") else []) + ([command] if command else []):
-        chain = append_command(chain, "python -m ccu_vision.train.proposals", argv)
-    if chain:
-        meta["ccu.train_command"] = chain
-    del m.metadata_props[:]
-    for k, v in meta.items():
-        m.metadata_props.add(key=k, value=v)
     onnx.checker.check_model(m)
-    out = Path(out)
-    tmp = out.with_suffix(".tmp.onnx")
-    onnx.save(m, str(tmp))
-    tmp.replace(out)
-    return out
+    argvs = ([(report or {})["argv"]] if (report or {}).get("argv") else []) + ([command] if command else [])
+    return save_with_metadata(m, meta, out, "python -m ccu_vision.train.proposals", argvs)
 
 
 def save_head(path: str | Path, head: dict, report: dict) -> None:
