@@ -306,7 +306,7 @@ def logo_stage_matrix(photo: PhotoEmbedding, refs: np.ndarray, owner: np.ndarray
     region_best, best_region = best_per_reference(sim, owner, n)
     if not photo.can_refine or n_crops <= 0 or len(refs) == 0:
         return region_best, None, best_region
-    vecs, _ = photo.crop_vectors(np.argsort(-sim.max(1), kind="stable")[:n_crops])
+    vecs = photo.crop_vectors(np.argsort(-sim.max(1), kind="stable")[:n_crops])
     csim = vecs @ refs.T  # [C, V]
     crop = np.full((n, len(csim)), -np.inf, csim.dtype)
     np.maximum.at(crop, owner, csim.T)  # each crop's best view per reference
@@ -389,10 +389,9 @@ class PhotoEmbedding:
             out[o] = v
         return out
 
-    def crop_vectors(self, top: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Descriptors [C, D] of every crop of :meth:`crop_plan` and their candidate indices [C]."""
-        idx, margins = self.crop_plan(top)
-        return self.embed_views(self.plan_views(idx, margins)), idx
+    def crop_vectors(self, top: np.ndarray) -> np.ndarray:
+        """Descriptors [C, D] of every crop of :meth:`crop_plan`."""
+        return self.embed_views(self.plan_views(*self.crop_plan(top)))
 
     @property
     def head_logit(self) -> float | None:

@@ -134,7 +134,7 @@ def test_crop_plan_cuts_the_head_boxes_again_at_the_extra_margins(models) -> Non
     # without a scoring the plan is the proposal head's own (no extra crops)
     idx0, m0 = pe0.crop_plan(np.array([4, 1]))
     assert idx0.tolist() == [4, 1, r, r + 1] and np.allclose(m0, CROP_MARGIN)
-    vecs, _ = pe.crop_vectors(np.array([4, 1]))
+    vecs = pe.crop_vectors(np.array([4, 1]))
     assert np.allclose(vecs[:4], pe0.crops(idx0), atol=1e-6)
 
 

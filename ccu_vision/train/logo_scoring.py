@@ -28,7 +28,7 @@ from PIL import Image
 from ..embedder import Embedder, combine_logo_scores, logo_stage_matrix
 from ..evalset import read_truth
 from ..evaluate import eval_references
-from ..scoring import FEATURES, LogoScoring, candidate_features
+from ..scoring import FEATURES, NO_HEAD_LOGIT, LogoScoring, candidate_features
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def collect(embedder: Embedder, root: str | Path, candidates: int = 5, batch: in
             assert crop is not None, f"{embedder.info.path}: the fusion needs a model with a crop stage"
             base = combine_logo_scores(region, crop.max(0))
             hl = e.head_logit
-            cand, f = candidate_features(base, region, crop, -20.0 if hl is None else hl, np.arange(len(slugs)),
+            cand, f = candidate_features(base, region, crop, NO_HEAD_LOGIT if hl is None else hl, np.arange(len(slugs)),
                                          candidates)
             xs.append(f)
             ys.append(np.array([t["kind"] == "registered" and slugs[c] == t["brand"] for c in cand], np.float64))
