@@ -188,6 +188,16 @@ def is_catalog_file(home: str | os.PathLike, path: str | os.PathLike) -> bool:
         top.startswith(".") and top.endswith(".tmp"))
 
 
+SQL_IN_CHUNK = 500  # keys per "IN (...)" list, well inside SQLite's bound-variable limit
+
+
+def _in_chunks(keys: Sequence[Any]) -> Iterator[tuple[list[Any], str]]:
+    """``keys`` in chunks of :data:`SQL_IN_CHUNK`, each with the ``?,?,...`` placeholders of its ``IN`` list."""
+    for i in range(0, len(keys), SQL_IN_CHUNK):
+        chunk = list(keys[i : i + SQL_IN_CHUNK])
+        yield chunk, ",".join("?" * len(chunk))
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -872,9 +882,7 @@ class Catalog:
                 ).fetchall()
                 new_refs = sorted({r[1] for r in rows} - self._refs.keys())
                 recs = []
-                for i in range(0, len(new_refs), 500):
-                    chunk = new_refs[i : i + 500]
-                    marks = ",".join("?" * len(chunk))
+                for chunk, marks in _in_chunks(new_refs):
                     recs += db.execute(f"SELECT {self._REF_COLS} FROM refs WHERE ref_id IN ({marks}) ORDER BY rowid", chunk).fetchall()
         if full:
             log.info("catalog %s changed under us (removal or reindex): reloading", self.home)
@@ -1062,9 +1070,7 @@ class Catalog:
                 return 0
             ids = [r.ref_id for r in gone]
             with self._write_txn("remove references") as db:
-                for i in range(0, len(ids), 500):
-                    chunk = ids[i : i + 500]
-                    marks = ",".join("?" * len(chunk))
+                for chunk, marks in _in_chunks(ids):
                     db.execute(f"DELETE FROM vectors WHERE ref_id IN ({marks})", chunk)
                     db.execute(f"DELETE FROM refs WHERE ref_id IN ({marks})", chunk)
                 gen = self._bump(db, removal=True)
@@ -1292,10 +1298,7 @@ class Catalog:
         """Exact stored vectors for ``ids`` (sorted unique), for re-ranking IVF-PQ candidates."""
         found: dict[int, bytes] = {}
         with self._mutex:
-            lst = [int(i) for i in ids]
-            for i in range(0, len(lst), 500):
-                chunk = lst[i : i + 500]
-                marks = ",".join("?" * len(chunk))
+            for chunk, marks in _in_chunks([int(i) for i in ids]):
                 found.update(self.db.execute(f"SELECT vec_id, vector FROM vectors WHERE vec_id IN ({marks})", chunk))
         zero = np.zeros(self.dim, np.float32).tobytes()  # removed meanwhile: scores 0, sorts last
         return np.frombuffer(b"".join(found.get(int(i), zero) for i in ids), np.float32).reshape(len(ids), self.dim)
@@ -1306,9 +1309,7 @@ class Catalog:
         ids = list(dict.fromkeys(ref_ids))
         rows: dict[str, list[bytes]] = {}
         with self._mutex, self._read_txn() as db:
-            for i in range(0, len(ids), 500):
-                chunk = ids[i : i + 500]
-                marks = ",".join("?" * len(chunk))
+            for chunk, marks in _in_chunks(ids):
                 for rid, vec in db.execute(f"SELECT ref_id, vector FROM vectors WHERE ref_id IN ({marks}) ORDER BY vec_id",
                                            chunk):
                     rows.setdefault(rid, []).append(vec)
