@@ -9,9 +9,12 @@ say more (:class:`LogoScoring`):
 - ``fusion``: a logistic model over the evidence both stages already computed, for each of the
   listing's ``candidates`` best references: the base score, best region and best crop similarity,
   the margin over the best reference of *another brand*, the share of crops whose best reference is
-  of this brand, the mean crop similarity, and the head's best mark logit. The score becomes the
-  model's probability that the listing shows this reference's registered mark; references outside
-  the candidates are not listed. Thresholds calibrated for a file are thresholds of its own scoring.
+  of this brand, the mean crop similarity, and the head's best mark logit (:data:`DEFAULT_FEATURES`,
+  what v15cdpf was fitted on); newer files may also use the second-best crop similarity and the
+  margins of the region and crop stages alone (:data:`FEATURES` lists all, a file names the ones its
+  weights are for). The score becomes the model's probability that the listing shows this
+  reference's registered mark; references outside the candidates are not listed. Thresholds
+  calibrated for a file are thresholds of its own scoring.
 
 Fitting and attaching: :mod:`ccu_vision.train.logo_scoring`.
 """
@@ -30,7 +33,10 @@ from .metadata import versioned_json
 log = logging.getLogger(__name__)
 
 FORMAT = "ccu-logo-scoring/1"
-FEATURES = ("score", "region", "crop", "margin", "votes", "mean_crop", "head_logit")
+DEFAULT_FEATURES = ("score", "region", "crop", "margin", "votes", "mean_crop", "head_logit")
+# every feature this version computes (candidate_features' columns, in this order); a file's fusion
+# names the subset its weights are for
+FEATURES = DEFAULT_FEATURES + ("crop2", "region_margin", "crop_margin")
 NO_HEAD_LOGIT = -20.0  # the head-logit feature of a photo without proposals
 
 
@@ -44,6 +50,13 @@ class LogoScoring:
     std: np.ndarray | None = None
     weights: np.ndarray | None = None
     bias: float = 0.0
+    features: tuple[str, ...] = DEFAULT_FEATURES  # what mean/std/weights are over (a subset of FEATURES)
+
+    def __post_init__(self) -> None:
+        assert set(self.features) <= set(FEATURES) and len(set(self.features)) == len(self.features), self.features
+        if self.weights is not None:
+            n = len(self.features)
+            assert np.shape(self.mean) == np.shape(self.std) == np.shape(self.weights) == (n,), (n, np.shape(self.weights))
 
     @property
     def fused(self) -> bool:
@@ -52,7 +65,7 @@ class LogoScoring:
     def to_json(self) -> str:
         d: dict = {"format": FORMAT, "head_margins": list(self.head_margins), "candidates": self.candidates}
         if self.fused:
-            d["fusion"] = {"features": list(FEATURES), "mean": np.asarray(self.mean).tolist(),
+            d["fusion"] = {"features": list(self.features), "mean": np.asarray(self.mean).tolist(),
                            "std": np.asarray(self.std).tolist(), "w": np.asarray(self.weights).tolist(),
                            "b": float(self.bias)}
         return json.dumps(d)
@@ -78,10 +91,11 @@ def parse_config(raw: str, path: str = "") -> LogoScoring | None:
         b = float(fusion["b"])
     except (KeyError, TypeError, ValueError) as e:
         raise ModelError(f"{path}: ccu.logo_scoring fusion is incomplete ({e})") from None
-    if names != FEATURES or not mean.shape == std.shape == w.shape == (len(FEATURES),) or np.any(std <= 0):
+    if (not names or not set(names) <= set(FEATURES) or len(set(names)) != len(names)
+            or not mean.shape == std.shape == w.shape == (len(names),) or np.any(std <= 0)):
         raise ModelError(f"{path}: ccu.logo_scoring fusion is over features {list(names)} "
                          f"(this version computes {list(FEATURES)}) or has bad shapes")
-    return LogoScoring(tuple(float(m) for m in margins), k, mean, std, w, b)
+    return LogoScoring(tuple(float(m) for m in margins), k, mean, std, w, b, names)
 
 
 def candidate_features(score: np.ndarray, region: np.ndarray, crop: np.ndarray, head_logit: float,
@@ -98,15 +112,20 @@ def candidate_features(score: np.ndarray, region: np.ndarray, crop: np.ndarray, 
     cand = np.argsort(-score, kind="stable")[:k] if cand is None else np.asarray(cand, np.int64)[:k]
     cand = cand[np.isfinite(score[cand])]
     rows = crop[np.isfinite(crop).all(axis=1)]
+    crop_best = rows.max(0) if len(rows) else region  # [n] per reference
     feats = np.zeros((len(cand), len(FEATURES)))
     top_group = group[np.argmax(rows, axis=1)] if len(rows) else np.zeros(0, group.dtype)
+
+    def over_others(v: np.ndarray, c: int) -> float:  # v[c] minus the best of any other brand (0 when none)
+        other = v[group != group[c]]
+        return float(v[c] - (other.max() if len(other) else 0.0))
+
     for i, c in enumerate(cand):
-        other = score[group != group[c]]
-        best_other = other.max() if len(other) else 0.0
         votes = float(np.mean(top_group == group[c])) if len(rows) else 0.0
         mean_crop = float(rows[:, c].mean()) if len(rows) else 0.0
-        crop_best = rows[:, c].max() if len(rows) else region[c]
-        feats[i] = (score[c], region[c], crop_best, score[c] - best_other, votes, mean_crop, head_logit)
+        crop2 = float(np.sort(rows[:, c])[-2]) if len(rows) >= 2 else float(crop_best[c])
+        feats[i] = (score[c], region[c], crop_best[c], over_others(score, c), votes, mean_crop, head_logit,
+                    crop2, over_others(region, c), over_others(crop_best, c))
     return cand, feats
 
 
@@ -119,6 +138,7 @@ def fuse(cfg: LogoScoring, score: np.ndarray, region: np.ndarray, crop: np.ndarr
     group = np.arange(len(score)) if group is None else np.asarray(group)
     hl = NO_HEAD_LOGIT if head_logit is None or not np.isfinite(head_logit) else float(head_logit)
     cand, f = candidate_features(score, region, crop, hl, group, cfg.candidates, cand)
+    f = f[:, [FEATURES.index(n) for n in cfg.features]]
     out = np.full(len(score), -np.inf)
     z = (f - cfg.mean) / cfg.std @ cfg.weights + cfg.bias
     out[cand] = 1.0 / (1.0 + np.exp(-z))

@@ -3,11 +3,16 @@
 
     python scripts/logo_fusion.py dump --set calib --set calib2 --set lettered-calib --set clutter-calib
     python scripts/logo_fusion.py eval --fit calib --set calib2 --set lettered-calib --set clutter-calib
+    python scripts/logo_fusion.py eval2 --set calib2 --set lettered-calib --set clutter-calib --set lowcontrast-calib
 
 ``dump`` scores every logo query of each draw once with the model's own scorer and stores, per query,
 the region stage's best similarity per brand, each re-embedded crop's best similarity per brand
 (the scan's 6 windows + the head's boxes, then the head's boxes again at margins 0.0 and 0.4), and the
 head's logits (out/fusion/<set>.npz). ``eval`` prints base / J / F / F+J side by side.
+``eval2`` (plan: notebooks/results/experiments/fusion-v2-plan.md) prints, with the 15 crops, the shipped
+fusion S (7 features, fitted on calib) beside P (7, pooled over calib and the three special
+calibration draws, each draw scored by a fit that left it out), X (all 10 features, calib) and PX, and
+the plan's rule for each.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from PIL import Image
 from ccu_vision.embedder import REFINE_CROPS, Embedder, dense_logo_scores
 from ccu_vision.evalset import build_eval_set, read_truth
 from ccu_vision.evaluate import eval_references, logo_metrics
-from ccu_vision.scoring import candidate_features
+from ccu_vision.scoring import DEFAULT_FEATURES, FEATURES, candidate_features
 from ccu_vision.train.logo_scoring import fit_logistic
 
 log = logging.getLogger(__name__)
@@ -104,9 +109,16 @@ def base_scores(d: dict, jitter: bool) -> np.ndarray:
     return 0.5 * (d["region"] + crop_set(d, jitter).max(1))
 
 
+def over_others(v: np.ndarray, cand: np.ndarray) -> np.ndarray:
+    """[Q, K]: v at each candidate minus the best v of any other brand (columns are brands)."""
+    srt = np.sort(v, axis=1)[:, ::-1]
+    top = np.argmax(v, axis=1)[:, None]
+    return np.take_along_axis(v, cand, axis=1) - np.where(cand == top, srt[:, 1:2], srt[:, :1])
+
+
 def features(d: dict, jitter: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per query its CANDIDATES best brands by the base score: (features [Q, K, 7], candidate brand
-    indices [Q, K], base scores [Q, B])."""
+    """Per query its CANDIDATES best brands by the base score: (features [Q, K, len(FEATURES)] in
+    ``ccu_vision.scoring.FEATURES`` order, candidate brand indices [Q, K], base scores [Q, B])."""
     s = base_scores(d, jitter)
     crops = crop_set(d, jitter)
     q = len(s)
@@ -121,9 +133,13 @@ def features(d: dict, jitter: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     mean_crop = np.where(finite[:, :, None], cc, 0).sum(1) / np.maximum(finite.sum(1), 1)[:, None]
     lg = d["logits"]
     head = np.where(np.isfinite(lg), lg, -20).max(1)
+    crop_best = crops.max(1)  # [Q, B]
+    n_rows = finite.sum(1)[:, None]
+    crop2 = np.where(n_rows >= 2, np.sort(cc, axis=1)[:, -2, :], crop_best[rows, cand])  # missing crops sort first
     f = np.stack([
-        s[rows, cand], d["region"][rows, cand], crops.max(1)[rows, cand], s[rows, cand] - best_other,
+        s[rows, cand], d["region"][rows, cand], crop_best[rows, cand], s[rows, cand] - best_other,
         votes, mean_crop, np.repeat(head[:, None], CANDIDATES, axis=1),
+        crop2, over_others(d["region"], cand), over_others(crop_best, cand),
     ], axis=2).astype(np.float64)
     return f, cand, s
 
@@ -145,9 +161,11 @@ def check_product_features(d: dict, jitter: bool, n: int = 200) -> None:
         assert np.array_equal(c2, cand[q]) and np.allclose(f2, f[q], atol=1e-6), (q, f2, f[q])
 
 
-def fused_scores(d: dict, jitter: bool, model: dict) -> np.ndarray:
-    """[Q, B]: the fusion logit for each query's candidates, base score - 100 for the rest."""
+def fused_scores(d: dict, jitter: bool, model: dict, cols: list[int] | None = None) -> np.ndarray:
+    """[Q, B]: the fusion logit for each query's candidates, base score - 100 for the rest (``cols``:
+    the feature columns the model is over; default the shipped seven)."""
     f, cand, s = features(d, jitter)
+    f = f[..., cols if cols is not None else list(range(len(DEFAULT_FEATURES)))]
     z = (f - np.asarray(model["mean"])) / np.asarray(model["std"])
     logit = z @ np.asarray(model["w"]) + model["b"]
     out = s - 100.0
@@ -166,11 +184,12 @@ def metrics(d: dict, scores: np.ndarray) -> dict:
 def evaluate(fit_set: str, sets: list[str]) -> None:
     fit = load(fit_set)
     models = {}
+    seven = list(range(len(DEFAULT_FEATURES)))
     for jitter in (False, True):
         check_product_features(fit, jitter)
         f, cand, _ = features(fit, jitter)
         y = labels(fit, cand)
-        models[jitter] = fit_logistic(f.reshape(-1, f.shape[-1]), y.reshape(-1))
+        models[jitter] = fit_logistic(f[..., seven].reshape(-1, len(seven)), y.reshape(-1))
         print(f"fusion fitted on {fit_set} (jitter={jitter}), {int(y.sum())} positive candidates of {y.size}:",
               json.dumps({"w": [round(float(v), 4) for v in models[jitter]["w"]], "b": round(models[jitter]["b"], 4)}))
     for name in [fit_set] + [s for s in sets if s != fit_set]:
@@ -188,9 +207,63 @@ def evaluate(fit_set: str, sets: list[str]) -> None:
     (OUT / "fusion-models.json").write_text(json.dumps({"fit": fit_set, **plain}, indent=1))
 
 
+POOL = ("calib", "lettered-calib", "clutter-calib", "lowcontrast-calib")  # the pooled variants' fitting draws
+SPECIAL = POOL[1:]  # scored leave-one-draw-out
+
+
+def fit_draws(names: list[str], cols: list[int]) -> dict:
+    """The fusion (15 crops) fitted on the pooled candidates of ``names`` over feature columns ``cols``."""
+    xs, ys = [], []
+    for n in names:
+        f, cand, _ = features(load(n), True)
+        xs.append(f[..., cols].reshape(-1, len(cols)))
+        ys.append(labels(load(n), cand).reshape(-1))
+    return fit_logistic(np.concatenate(xs), np.concatenate(ys))
+
+
+def evaluate2(sets: list[str]) -> None:
+    """The fusion-v2 plan's variants and rule (every number on a draw its fit did not see, but calib's)."""
+    seven, every = list(range(len(DEFAULT_FEATURES))), list(range(len(FEATURES)))
+    check_product_features(load("calib"), True)
+    variants = {"S": (False, seven), "P": (True, seven), "X": (False, every), "PX": (True, every)}
+    fits: dict[tuple, dict] = {}
+    res: dict[str, dict[str, dict]] = {}
+    for name in ["calib"] + [s for s in sets if s != "calib"]:
+        d = load(name)
+        print(f"== {name}: {len(d['kind'])} queries, {len(d['slugs'])} brands", flush=True)
+        for v, (pooled, cols) in variants.items():
+            draws = tuple(n for n in POOL if n != name) if pooled else ("calib",)
+            key = (draws, tuple(cols))
+            if key not in fits:
+                fits[key] = fit_draws(list(draws), cols)
+            m = metrics(d, fused_scores(d, True, fits[key], cols))
+            ci = m.pop("ci95")
+            res.setdefault(v, {})[name] = m
+            print(f"{v:3s} fit {'+'.join(draws):45s}", json.dumps(m), "ci",
+                  json.dumps({k: v2 for k, v2 in ci.items() if k != "resamples"}), flush=True)
+    for (draws, cols), m in fits.items():
+        print(f"weights fit {'+'.join(draws)}:", json.dumps(
+            {FEATURES[c]: round(float(w), 3) for c, w in zip(cols, m["w"], strict=True)} | {"b": round(m["b"], 3)}))
+    if "calib2" not in res["S"] or not all(n in res["S"] for n in SPECIAL):
+        return
+    s = res["S"]
+    mean_tpr = {v: float(np.mean([r[n]["tpr@0.01fpr"] for n in SPECIAL])) for v, r in res.items()}
+    for v in ("P", "X", "PX"):
+        r = res[v]
+        c2 = r["calib2"]
+        rule1 = (c2["tpr@0.01fpr"] >= s["calib2"]["tpr@0.01fpr"] + 0.02 and c2["ap"] >= s["calib2"]["ap"] - 0.005
+                 and c2["recall@1"] >= s["calib2"]["recall@1"] - 0.005)
+        rule2 = mean_tpr[v] >= mean_tpr["S"] and all(
+            r[n][k] >= s[n][k] - 0.01 for n in SPECIAL for k in ("recall@1", "ap"))
+        print(f"rule {v}: calib2 TPR {c2['tpr@0.01fpr']:.4f} (S {s['calib2']['tpr@0.01fpr']:.4f}) "
+              f"AP {c2['ap']:.4f} (S {s['calib2']['ap']:.4f}) R@1 {c2['recall@1']:.4f} (S {s['calib2']['recall@1']:.4f}) "
+              f"-> rule 1 {'pass' if rule1 else 'fail'}; mean special TPR {mean_tpr[v]:.4f} (S {mean_tpr['S']:.4f}) "
+              f"-> rule 2 {'pass' if rule2 else 'fail'}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["dump", "eval"])
+    ap.add_argument("what", choices=["dump", "eval", "eval2"])
     ap.add_argument("--set", action="append", required=True, choices=sorted(SETS))
     ap.add_argument("--fit", default="calib", choices=sorted(SETS))
     ap.add_argument("--model", default=DEFAULT_MODEL)
@@ -200,6 +273,8 @@ def main() -> None:
     if args.what == "dump":
         for name in args.set:
             dump(name, args.model, args.photos)
+    elif args.what == "eval2":
+        evaluate2(args.set)
     else:
         evaluate(args.fit, args.set)
 

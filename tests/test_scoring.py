@@ -19,26 +19,32 @@ from ccu_vision.embedder import (
     logo_stage_matrix,
 )
 from ccu_vision.errors import ModelError
-from ccu_vision.scoring import FEATURES, LogoScoring, candidate_features, fuse, parse_config
+from ccu_vision.scoring import DEFAULT_FEATURES, FEATURES, LogoScoring, candidate_features, fuse, parse_config
 from ccu_vision.tinymodel import make_tiny_model
-from ccu_vision.train.logo_scoring import attach, fit, fit_logistic
+from ccu_vision.train.logo_scoring import attach, fit, fit_logistic, parse_features
 from ccu_vision.train.proposals import attach as attach_head
 
-K = len(FEATURES)
+K = len(DEFAULT_FEATURES)
 
 
-def fused_cfg(rng: np.random.Generator, margins: tuple[float, ...] = (0.0, 0.4)) -> LogoScoring:
-    return LogoScoring(margins, 5, rng.uniform(-0.5, 0.5, K), rng.uniform(0.2, 1.0, K), rng.standard_normal(K), -1.0)
+def fused_cfg(rng: np.random.Generator, margins: tuple[float, ...] = (0.0, 0.4),
+              features: tuple[str, ...] = DEFAULT_FEATURES) -> LogoScoring:
+    k = len(features)
+    return LogoScoring(margins, 5, rng.uniform(-0.5, 0.5, k), rng.uniform(0.2, 1.0, k), rng.standard_normal(k), -1.0,
+                       features)
 
 
-@pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A tiny model with a 2-box proposal head, and the same file with a fused scoring (margins 0, 0.4)."""
+@pytest.fixture(scope="module", params=["default", "all"])
+def models(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A tiny model with a 2-box proposal head, and the same file with a fused scoring (margins 0, 0.4)
+    over the seven default features or over all of them."""
     d = tmp_path_factory.mktemp("scoring")
     base = make_tiny_model(d / "base.onnx", dim=DIM, seed=4)
     head = attach_head(base, random_head(np.random.default_rng(0)), d / "head.onnx", boxes=2, model_id="tiny-prop")
-    fused = attach(head, fused_cfg(np.random.default_rng(1)), d / "fused.onnx", model_id="tiny-fused",
-                   command=["attach", "--model-id", "tiny-fused"])
+    features = parse_features(request.param)
+    fused = attach(head, fused_cfg(np.random.default_rng(1), features=features), d / "fused.onnx",
+                   model_id="tiny-fused", command=["attach", "--model-id", "tiny-fused"])
+    assert Embedder(fused).logo_scoring.features == features
     return head, fused
 
 
@@ -56,12 +62,23 @@ def test_scoring_metadata_round_trips_and_bad_metadata_is_refused() -> None:
         "head_margins in": json.dumps({**good, "head_margins": [2.0]}),
         "candidates >= 1": json.dumps({**good, "candidates": 0}),
         "over features": json.dumps({**good, "fusion": {**good["fusion"], "features": ["score"]}}),
+        "over features ": json.dumps({**good, "fusion": {**good["fusion"], "features": ["x", *FEATURES[1:K]]}}),
+        "over features  ": json.dumps({**good, "fusion": {**good["fusion"], "features": ["score"] * K}}),
         "bad shapes": json.dumps({**good, "fusion": {**good["fusion"], "std": [0.0] * K}}),
         "incomplete": json.dumps({**good, "fusion": {"features": list(FEATURES)}}),
     }
     for reason, raw in bad.items():
-        with pytest.raises(ModelError, match=f"m.onnx: .*{reason}"):
+        with pytest.raises(ModelError, match=f"m.onnx: .*{reason.strip()}"):
             parse_config(raw, "m.onnx")
+    # a fusion over another subset of the features this version computes reads back with its names
+    sub = fused_cfg(np.random.default_rng(2), features=("crop2", "score", "crop_margin"))
+    back = parse_config(sub.to_json(), "m.onnx")
+    assert back.features == ("crop2", "score", "crop_margin") and np.allclose(back.weights, sub.weights)
+    assert parse_features("all") == FEATURES and parse_features("default") == DEFAULT_FEATURES
+    assert parse_features("crop2, margin") == ("crop2", "margin")
+    for text in ("crop2,nope", "crop2,crop2", ","):
+        with pytest.raises(ValueError, match="--features"):
+            parse_features(text)
 
 
 def test_candidate_features_compare_with_other_brands() -> None:
@@ -81,6 +98,27 @@ def test_candidate_features_compare_with_other_brands() -> None:
     # one brand per reference: the margin is against the runner-up
     _, f1 = candidate_features(score, region, crop, 0.0, np.arange(4), 2)
     assert np.allclose(f1[:, 3], [0.01, -0.01]) and np.allclose(f1[:, 4], [0.0, 0.5])
+    # the newer features: second-best crop, and the region and crop stages' own margins by brand
+    c2, rm, cm = (FEATURES.index(n) for n in ("crop2", "region_margin", "crop_margin"))
+    assert np.allclose(f[:, c2], [0.2, 0.1, 0.1])
+    assert np.allclose(f[:, rm], [0.7 - 0.5, 0.6 - 0.5, 0.5 - 0.7])
+    assert np.allclose(f[:, cm], [0.5 - 0.6, 0.9 - 0.6, 0.6 - 0.9])
+    assert np.allclose(f1[:, rm], [0.1, -0.1]) and np.allclose(f1[:, cm], [0.5 - 0.9, 0.9 - 0.6])
+    # one crop only: the second-best crop is the best
+    _, f2 = candidate_features(score, region, crop[:1], 0.0, np.arange(4), 2)
+    assert np.allclose(f2[:, c2], [0.5, 0.9])
+
+
+def test_fuse_uses_the_features_the_file_names() -> None:
+    rng = np.random.default_rng(4)
+    n = 10
+    score, region = rng.uniform(0, 1, n), rng.uniform(0, 1, n)
+    crop = rng.uniform(0, 1, (5, n))
+    only = LogoScoring((), 4, np.zeros(2), np.ones(2), np.array([3.0, -2.0]), 0.5, ("crop_margin", "crop2"))
+    out = fuse(only, score, region, crop, 0.3)
+    cand, f = candidate_features(score, region, crop, 0.3, np.arange(n), 4)
+    z = 3.0 * f[:, FEATURES.index("crop_margin")] - 2.0 * f[:, FEATURES.index("crop2")] + 0.5
+    assert np.allclose(out[cand], 1 / (1 + np.exp(-z))) and np.isfinite(out).sum() == 4
 
 
 def test_fuse_scores_only_the_candidates() -> None:
@@ -179,9 +217,13 @@ def test_fit_on_an_evaluation_set_and_score_with_it(models, tmp_path: Path) -> N
         Image.fromarray(p).save(photos / f"p{i:02d}.jpg", quality=90)
     root = build_eval_set(tmp_path / "set", EvalConfig.tiny(), photos_dir=photos)
     scoring, report = fit(head, root, (0.4,), candidates=3)
-    assert scoring.fused and scoring.head_margins == (0.4,) and set(report["weights"]) == set(FEATURES)
+    assert scoring.fused and scoring.head_margins == (0.4,) and tuple(report["weights"]) == DEFAULT_FEATURES
     again, _ = fit(head, root, (0.4,), candidates=3)
     assert np.array_equal(again.weights, scoring.weights)  # deterministic
+    # pooled over two sets (here the same one twice) with all features: twice the candidates
+    pooled, rep2 = fit(head, [root, root], (0.4,), candidates=3, features=FEATURES)
+    assert pooled.features == FEATURES and tuple(rep2["weights"]) == FEATURES
+    assert rep2["candidates"] == 2 * report["candidates"] and rep2["positives"] == 2 * report["positives"]
     out = attach(head, scoring, tmp_path / "fitted.onnx", model_id="tiny-fitted")
     logo_ranked, _, _ = rank_with_embedder(Embedder(out), root, k=5)
     assert all(len(r) <= 3 and all(0 < s < 1 for _, s in r) for r in logo_ranked)  # candidates only, probabilities

@@ -2,13 +2,16 @@
 
     python -m ccu_vision.train.logo_scoring fit --model M.onnx --evalset out/eval-calib \\
         --head-margins 0,0.4 --out out/logo-scoring.json
+    python -m ccu_vision.train.logo_scoring fit --model M.onnx --evalset out/eval-calib \\
+        --evalset out/eval-lettered-calib --features all --head-margins 0,0.4 --out out/logo-scoring.json
     python -m ccu_vision.train.logo_scoring attach --model M.onnx --scoring out/logo-scoring.json \\
         --out out/M2.onnx --model-id M2
 
-``fit`` scores every logo query of the set once with the model's own two stages (with the proposal
-head's boxes cut again at ``--head-margins``), takes each query's ``candidates`` best references and
-fits the fusion (L2 logistic regression on standardised features, Newton's method, deterministic)
-with label "a registered mark and this is its brand". ``attach`` writes it as ``ccu.logo_scoring``
+``fit`` scores every logo query of the set (or of each ``--evalset``, pooled) once with the model's own
+two stages (with the proposal head's boxes cut again at ``--head-margins``), takes each query's
+``candidates`` best references and fits the fusion over ``--features`` (default: the seven of
+v15cdpf; L2 logistic regression on standardised features, Newton's method, deterministic) with label
+"a registered mark and this is its brand". ``attach`` writes it as ``ccu.logo_scoring``
 under a new model id and clears the thresholds (calibrate the new file: its scores are probabilities).
 """
 
@@ -28,7 +31,7 @@ from PIL import Image
 from ..embedder import Embedder, combine_logo_scores, logo_stage_matrix
 from ..evalset import read_truth
 from ..evaluate import eval_references
-from ..scoring import FEATURES, NO_HEAD_LOGIT, LogoScoring, candidate_features
+from ..scoring import DEFAULT_FEATURES, FEATURES, NO_HEAD_LOGIT, LogoScoring, candidate_features
 
 log = logging.getLogger(__name__)
 
@@ -76,16 +79,37 @@ def collect(embedder: Embedder, root: str | Path, candidates: int = 5, batch: in
     return np.concatenate(xs), np.concatenate(ys)
 
 
-def fit(model: str | Path, evalset: str | Path, head_margins: tuple[float, ...] = (), candidates: int = 5,
-        c: float = 1.0) -> tuple[LogoScoring, dict]:
-    """The fitted scoring for ``model`` and a report (positives, candidates, weights by feature)."""
+def parse_features(text: str) -> tuple[str, ...]:
+    """``--features``: "default" (the seven of v15cdpf), "all" (:data:`FEATURES`) or comma-separated names."""
+    if text in ("", "default"):
+        return DEFAULT_FEATURES
+    if text == "all":
+        return FEATURES
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    bad = [n for n in names if n not in FEATURES]
+    if bad or len(set(names)) != len(names) or not names:
+        raise ValueError(f"--features {text!r}: unknown or repeated names {bad} (known: {', '.join(FEATURES)})")
+    return names
+
+
+def fit(model: str | Path, evalsets: str | Path | list[str | Path], head_margins: tuple[float, ...] = (),
+        candidates: int = 5, c: float = 1.0, features: tuple[str, ...] = DEFAULT_FEATURES
+        ) -> tuple[LogoScoring, dict]:
+    """The fitted scoring for ``model`` (pooled over ``evalsets``) and a report (positives, candidates,
+    weights by feature)."""
+    sets = [evalsets] if isinstance(evalsets, (str, Path)) else list(evalsets)
+    assert sets, "fit needs at least one evaluation set"
     emb = Embedder(model)
     emb.logo_scoring = LogoScoring(tuple(head_margins), candidates)  # the crop plan to fit on (no fusion yet)
-    x, y = collect(emb, evalset, candidates)
+    cols = [FEATURES.index(n) for n in features]
+    parts = [collect(emb, s, candidates) for s in sets]
+    x = np.concatenate([p[0] for p in parts])[:, cols]
+    y = np.concatenate([p[1] for p in parts])
     m = fit_logistic(x, y, c)
-    scoring = replace(emb.logo_scoring, mean=m["mean"], std=m["std"], weights=m["w"], bias=m["b"])
-    report = {"evalset": str(evalset), "candidates": int(len(y)), "positives": int(y.sum()), "c": c,
-              "weights": {k: round(float(w), 4) for k, w in zip(FEATURES, m["w"], strict=True)},
+    scoring = replace(emb.logo_scoring, mean=m["mean"], std=m["std"], weights=m["w"], bias=m["b"],
+                      features=tuple(features))
+    report = {"evalset": ", ".join(str(s) for s in sets), "candidates": int(len(y)), "positives": int(y.sum()),
+              "c": c, "weights": {k: round(float(w), 4) for k, w in zip(features, m["w"], strict=True)},
               "bias": round(m["b"], 4)}
     return scoring, report
 
@@ -129,10 +153,13 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     f = sub.add_parser("fit", help="fit the fusion on an evaluation set")
     f.add_argument("--model", required=True)
-    f.add_argument("--evalset", required=True, help="evaluation set folder (e.g. out/eval-calib)")
+    f.add_argument("--evalset", required=True, action="append",
+                   help="evaluation set folder (e.g. out/eval-calib); repeat to fit on several, pooled")
     f.add_argument("--head-margins", default="", help="comma-separated extra margins for the head's boxes, e.g. 0,0.4")
     f.add_argument("--candidates", type=int, default=5)
     f.add_argument("--c", type=float, default=1.0, help="inverse L2 strength (default 1)")
+    f.add_argument("--features", default="default",
+                   help=f"'default' (the seven of v15cdpf), 'all' or comma-separated names of: {', '.join(FEATURES)}")
     f.add_argument("--out", required=True, help="the fitted scoring (.json)")
     a = sub.add_parser("attach", help="write a fitted scoring into a model file")
     a.add_argument("--model", required=True)
@@ -144,10 +171,14 @@ def main(argv: list[str] | None = None) -> int:
     argv_list = sys.argv[1:] if argv is None else list(argv)
     if args.cmd == "fit":
         margins = tuple(float(v) for v in args.head_margins.split(",") if v.strip())
-        scoring, report = fit(args.model, args.evalset, margins, args.candidates, args.c)
+        try:
+            features = parse_features(args.features)
+        except ValueError as e:
+            ap.error(str(e))
+        scoring, report = fit(args.model, args.evalset, margins, args.candidates, args.c, features)
         report["argv"] = argv_list
         save(args.out, scoring, report)
-        log.info("fitted on %s: %s; wrote %s", args.evalset, json.dumps(report), args.out)
+        log.info("fitted on %s: %s; wrote %s", report["evalset"], json.dumps(report), args.out)
         return 0
     scoring, report = load(args.scoring)
     attach(args.model, scoring, args.out, model_id=args.model_id, command=argv_list, report=report)
