@@ -626,7 +626,7 @@ class Embedder:
                              f"does not match its metadata (stride {self.stride})")
         cw = content_window(lb, grid, self.stride)
         # the global descriptor, then (for models that verify near-duplicates) its sub-windows
-        gwin = cw if self.verify is None else sub_windows(cw[0], self.verify.window_fracs)
+        gwin = cw if self.verify is None else sub_windows(cw[0], self.verify.window_fracs, self.verify.window_shapes)
         if gfeat is not None and self._whiten is not None:
             mean, proj = self._whiten
             g = (gem_pool_windows(gfeat, gwin, self.p).astype(np.float64) - mean) @ proj

@@ -210,8 +210,10 @@ def eval_references(embedder, root: str | Path) -> tuple[list[str], np.ndarray, 
     return slugs, np.concatenate(views), owner
 
 
-def rank_with_embedder(embedder, root: str | Path, k: int = 10, batch: int = 32) -> tuple[list[Ranked], list[Ranked], list]:
-    """Run an :class:`~ccu_vision.embedder.Embedder` over an evaluation set.
+def rank_with_embedder(embedder, root: str | Path, k: int = 10, batch: int = 32, logo: bool = True
+                       ) -> tuple[list[Ranked], list[Ranked], list]:
+    """Run an :class:`~ccu_vision.embedder.Embedder` over an evaluation set (``logo=False``: the
+    near-duplicate task only; the logo rankings and boxes come back empty).
 
     Near-duplicates are scored with the embedder's verification settings (``embedder.verify``; None:
     the global descriptor alone), without the scan's threshold gate (every candidate is verified).
@@ -220,7 +222,7 @@ def rank_with_embedder(embedder, root: str | Path, k: int = 10, batch: int = 32)
     """
     root = Path(root)
     truth = read_truth(root)
-    slugs, logos, owner = eval_references(embedder, root)
+    slugs, logos, owner = eval_references(embedder, root) if logo else ([], None, None)
     prods = sorted(p.stem for p in (root / "products").glob("*.jpg"))
     cfg = getattr(embedder, "verify", None)  # also what makes its photos carry sub-window descriptors
     pvec, powner, pkp = [], [], []
@@ -233,7 +235,7 @@ def rank_with_embedder(embedder, root: str | Path, k: int = 10, batch: int = 32)
             pkp += [ref_keypoints(canvas_gray(im, embedder.query_size, embedder.interp), cfg) for im in ims]
     pvec = np.concatenate(pvec) if pvec else np.zeros((0, embedder.dim), np.float32)
     powner = np.asarray(powner, np.int64)
-    logo_rows = [t for t in truth if t["task"] == "logo"]
+    logo_rows = [t for t in truth if t["task"] == "logo"] if logo else []
     dup_rows = [t for t in truth if t["task"] == "dup"]
     logo_ranked, boxes = [], []
     for i in range(0, len(logo_rows), batch):

@@ -5,7 +5,8 @@ framed by a screenshot, banner or border. One global descriptor per image misses
 near-duplicate scoring has two parts:
 
 1. **windows**: besides its global descriptor, a query photo gets descriptors of 18 sub-windows
-   (half and 70 % of its sides, 3 x 3 positions); a product's CNN score is the best of
+   (half and 70 % of its sides, 3 x 3 positions; ``window_shapes`` adds windows of other aspect,
+   e.g. the half strips of a side-by-side layout); a product's CNN score is the best of
    ``global . product`` and ``window . product - window_penalty`` (a window match must beat a
    whole-image match by a small margin);
 2. **verification**: the ``candidates`` best products get an ORB keypoint match (ratio test +
@@ -52,10 +53,16 @@ class VerifyConfig:
     weight: float = 0.5  # largest bonus added to the CNN score
     window_penalty: float = 0.02  # a sub-window match counts this much less than a whole-image match
     window_fracs: tuple[float, ...] = (0.5, 0.7)
+    # (height, width) fractions of the content window, each at 3 x 3 positions (repeats dropped)
+    window_shapes: tuple[tuple[float, float], ...] = ()
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["window_fracs"] = list(self.window_fracs)
+        if self.window_shapes:
+            d["window_shapes"] = [list(sh) for sh in self.window_shapes]
+        else:  # settings without them read, and hash (key), as they did before shapes existed
+            del d["window_shapes"]
         return d
 
     @classmethod
@@ -68,10 +75,17 @@ class VerifyConfig:
         extra = set(d) - known
         if extra:
             raise ValueError(f"unknown near-duplicate verification settings {sorted(extra)}")
-        if "window_fracs" in d:
-            d["window_fracs"] = tuple(float(f) for f in d["window_fracs"])
+        try:
+            if "window_fracs" in d:
+                d["window_fracs"] = tuple(float(f) for f in d["window_fracs"])
+            if "window_shapes" in d:
+                d["window_shapes"] = tuple((float(h), float(w)) for h, w in d["window_shapes"])
+        except (TypeError, ValueError):
+            raise ValueError(f"bad near-duplicate window settings {d}") from None
         cfg = cls(**d)
-        if cfg.candidates < 0 or cfg.features < 8 or not 0 <= cfg.floor < cfg.cap or not 0 < cfg.ratio <= 1:
+        fracs = list(cfg.window_fracs) + [f for sh in cfg.window_shapes for f in sh]
+        if (cfg.candidates < 0 or cfg.features < 8 or not 0 <= cfg.floor < cfg.cap or not 0 < cfg.ratio <= 1
+                or not all(0 < f <= 1 for f in fracs)):
             raise ValueError(f"bad near-duplicate verification settings {d}")
         return cfg
 
@@ -86,18 +100,28 @@ class VerifyConfig:
         return self.weight * np.clip(x, 0.0, 1.0)
 
 
-def sub_windows(content: np.ndarray, fracs: tuple[float, ...]) -> np.ndarray:
-    """Feature-grid windows [1 + 9 * len(fracs), 4] (r0, c0, r1, c1): the content window first, then
-    windows of ``f`` times its height and width at 3 x 3 positions."""
+def sub_windows(content: np.ndarray, fracs: tuple[float, ...],
+                shapes: tuple[tuple[float, float], ...] = ()) -> np.ndarray:
+    """Feature-grid windows [W, 4] (r0, c0, r1, c1): the content window first, then windows of ``f``
+    times its height and width at 3 x 3 positions (9 per fraction), then windows of each (height,
+    width) fraction in ``shapes`` at 3 x 3 positions, dropping any that repeat an earlier one (a
+    full-height strip has one row position)."""
     assert content.shape == (4,), content.shape
     r0, c0, r1, c1 = (int(v) for v in content)
     out = [[r0, c0, r1, c1]]
-    for f in fracs:
-        h, w = max(1, round((r1 - r0) * f)), max(1, round((c1 - c0) * f))
+
+    def at_positions(fh: float, fw: float, unique: bool) -> None:
+        h, w = max(1, round((r1 - r0) * fh)), max(1, round((c1 - c0) * fw))
         for a in (0.0, 0.5, 1.0):
             for b in (0.0, 0.5, 1.0):
                 rr, cc = r0 + round((r1 - r0 - h) * a), c0 + round((c1 - c0 - w) * b)
-                out.append([rr, cc, rr + h, cc + w])
+                if not unique or [rr, cc, rr + h, cc + w] not in out:
+                    out.append([rr, cc, rr + h, cc + w])
+
+    for f in fracs:  # as before shapes existed: always 9 each
+        at_positions(f, f, unique=False)
+    for fh, fw in shapes:
+        at_positions(fh, fw, unique=True)
     return np.asarray(out, np.int64)
 
 

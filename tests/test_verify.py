@@ -67,10 +67,28 @@ def test_config_roundtrip_and_refusals() -> None:
         VerifyConfig.from_dict({**d, "ratio": 0})
     with pytest.raises(ValueError, match="bad"):
         VerifyConfig.from_dict({**d, "floor": 40})
+    # window shapes: stored only when set, so settings without them keep their key
+    assert "window_shapes" not in d and CFG.key() == VerifyConfig.from_dict(d).key()
+    shaped = VerifyConfig.from_dict({**d, "window_shapes": [[1.0, 0.5], [0.5, 1.0]]})
+    assert shaped.window_shapes == ((1.0, 0.5), (0.5, 1.0)) and shaped.key() != CFG.key()
+    assert VerifyConfig.from_dict(shaped.to_dict()) == shaped
+    for bad in ([[1.5, 0.5]], [[0.0, 0.5]], [[0.5]], [0.5], "x"):
+        with pytest.raises(ValueError, match="bad near-duplicate"):
+            VerifyConfig.from_dict({**d, "window_shapes": bad})
     mid = (CFG.floor + CFG.cap) / 2
     assert np.allclose(CFG.bonus([0, CFG.floor, mid, CFG.cap, 10 * CFG.cap]), [0, 0, CFG.weight / 2, CFG.weight, CFG.weight])
     assert verify.should_verify(0.5, 0.9, CFG) and not verify.should_verify(0.3, 0.9, CFG)
     assert verify.should_verify(-1.0, float("inf"), CFG), "no threshold: every candidate is verified"
+
+
+def test_window_shapes_travel_in_the_file_and_reach_the_photos(tmp_path: Path) -> None:
+    shaped = VerifyConfig(window_shapes=((1.0, 0.5), (0.5, 1.0)))
+    emb = Embedder(make_tiny_model(tmp_path / "shaped.onnx", verify=shaped.to_dict()))
+    assert emb.verify == shaped
+    plain = Embedder(make_tiny_model(tmp_path / "plain.onnx", verify=CFG.to_dict()))
+    a, b = emb.embed_photos([scene(3)])[0], plain.embed_photos([scene(3)])[0]
+    assert a.dup_windows.shape == (18 + 6, emb.dim) and b.dup_windows.shape == (18, emb.dim)
+    assert np.allclose(a.dup_windows[:18], b.dup_windows, atol=1e-6) and np.allclose(a.global_vec, b.global_vec, atol=1e-6)
 
 
 def test_bad_verify_metadata_names_the_file(tmp_path: Path) -> None:
@@ -89,6 +107,14 @@ def test_sub_windows_lie_in_the_content() -> None:
     assert (w[:, 0] >= 2).all() and (w[:, 2] <= 10).all() and (w[:, 1] >= 0).all() and (w[:, 3] <= 12).all()
     assert (w[:, 2] > w[:, 0]).all() and (w[:, 3] > w[:, 1]).all()
     assert len({tuple(r) for r in w[1:10]}) == 9, "3 x 3 distinct positions per size"
+    # shapes of their own aspect: a full-height half-width strip has 3 positions, a repeat is dropped
+    ws = verify.sub_windows(content, (0.5, 0.7), ((1.0, 0.5), (0.5, 0.5), (0.5, 1.0)))
+    assert np.array_equal(ws[:19], w) and len(ws) == 19 + 3 + 3
+    strips = ws[19:22]
+    assert (strips[:, 0] == 2).all() and (strips[:, 2] == 10).all() and (strips[:, 3] - strips[:, 1] == 6).all()
+    assert sorted(strips[:, 1].tolist()) == [0, 3, 6]
+    assert (ws[22:, 1] == 0).all() and (ws[22:, 3] == 12).all() and (ws[22:, 2] - ws[22:, 0] == 4).all()
+    assert len({tuple(r) for r in ws}) == len(ws)
 
 
 # ----------------------------------------------------------------------------- keypoints
