@@ -4,6 +4,7 @@
     python scripts/logo_fusion.py dump --set calib --set calib2 --set lettered-calib --set clutter-calib
     python scripts/logo_fusion.py eval --fit calib --set calib2 --set lettered-calib --set clutter-calib
     python scripts/logo_fusion.py eval2 --set calib2 --set lettered-calib --set clutter-calib --set lowcontrast-calib
+    python scripts/logo_fusion.py eval3 --set calib3 --set lettered-calib --set clutter-calib --set lowcontrast-calib
 
 ``dump`` scores every logo query of each draw once with the model's own scorer and stores, per query,
 the region stage's best similarity per brand, each re-embedded crop's best similarity per brand
@@ -12,7 +13,8 @@ head's logits (out/fusion/<set>.npz). ``eval`` prints base / J / F / F+J side by
 ``eval2`` (plan: notebooks/results/experiments/fusion-v2-plan.md) prints, with the 15 crops, the shipped
 fusion S (7 features, fitted on calib) beside P (7, pooled over calib and the three special
 calibration draws, each draw scored by a fit that left it out), X (all 10 features, calib) and PX, and
-the plan's rule for each.
+the plan's rule for each. ``eval3`` (plan: fusion-quadratic-plan.md) prints S beside Q (the seven and
+their pairwise products, fitted on calib) and that plan's rule, decided on calib3.
 """
 
 from __future__ import annotations
@@ -261,9 +263,55 @@ def evaluate2(sets: list[str]) -> None:
               f"-> rule 2 {'pass' if rule2 else 'fail'}")
 
 
+def pairwise(names: tuple[str, ...]) -> tuple[str, ...]:
+    """``names`` and every product of two of them (squares included), in a fixed order ("crop*margin")."""
+    return tuple(names) + tuple(f"{a}*{b}" for i, a in enumerate(names) for b in names[i:])
+
+
+def term_values(f: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
+    """[..., len(FEATURES)] candidate features -> [..., len(names)] the named terms (a feature or a product)."""
+    return np.stack([np.prod(f[..., [FEATURES.index(x) for x in n.split("*")]], axis=-1) for n in names], axis=-1)
+
+
+def evaluate3(sets: list[str]) -> None:
+    """The fusion-quadratic plan: S (the seven) and Q (the seven and their pairwise products), both
+    fitted on calib with the 15 crops, and the plan's rule (decision draw: the first of ``sets``)."""
+    fit = load("calib")
+    f, cand, _ = features(fit, True)
+    y = labels(fit, cand).reshape(-1)
+    variants = {"S": DEFAULT_FEATURES, "Q": pairwise(DEFAULT_FEATURES)}
+    models = {v: fit_logistic(term_values(f, t).reshape(-1, len(t)), y) for v, t in variants.items()}
+    res: dict[str, dict[str, dict]] = {}
+    for name in ["calib"] + [s for s in sets if s != "calib"]:
+        d = load(name)
+        fd, cd, sd = features(d, True)
+        print(f"== {name}{' (fitting set)' if name == 'calib' else ''}: {len(d['kind'])} queries", flush=True)
+        for v, terms in variants.items():
+            m = models[v]
+            out = sd - 100.0
+            np.put_along_axis(out, cd, (term_values(fd, terms) - m["mean"]) / m["std"] @ m["w"] + m["b"], axis=1)
+            r = metrics(d, out)
+            ci = r.pop("ci95")
+            res.setdefault(v, {})[name] = r
+            print(f"{v}  terms {len(terms):2d}", json.dumps(r), "ci",
+                  json.dumps({k: v2 for k, v2 in ci.items() if k != "resamples"}), flush=True)
+    print("weights Q:", json.dumps({t: round(float(w), 3) for t, w in zip(variants["Q"], models["Q"]["w"], strict=True)}))
+    dec, rest = sets[0], [n for n in sets[1:] if n != "calib"]
+    s, q = res["S"], res["Q"]
+    rule1 = (q[dec]["tpr@0.01fpr"] >= s[dec]["tpr@0.01fpr"] + 0.02 and q[dec]["ap"] >= s[dec]["ap"] - 0.005
+             and q[dec]["recall@1"] >= s[dec]["recall@1"] - 0.005)
+    mean = {v: float(np.mean([res[v][n]["tpr@0.01fpr"] for n in rest])) for v in res} if rest else {}
+    rule2 = bool(rest) and mean["Q"] >= mean["S"] and all(
+        q[n][k] >= s[n][k] - 0.01 for n in rest for k in ("recall@1", "ap"))
+    print(f"rule Q on {dec}: TPR {q[dec]['tpr@0.01fpr']:.4f} (S {s[dec]['tpr@0.01fpr']:.4f}) AP {q[dec]['ap']:.4f} "
+          f"(S {s[dec]['ap']:.4f}) R@1 {q[dec]['recall@1']:.4f} (S {s[dec]['recall@1']:.4f}) -> rule 1 "
+          f"{'pass' if rule1 else 'fail'}; no-harm draws mean TPR {mean.get('Q', float('nan')):.4f} "
+          f"(S {mean.get('S', float('nan')):.4f}) -> rule 2 {'pass' if rule2 else 'fail'}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["dump", "eval", "eval2"])
+    ap.add_argument("what", choices=["dump", "eval", "eval2", "eval3"])
     ap.add_argument("--set", action="append", required=True, choices=sorted(SETS))
     ap.add_argument("--fit", default="calib", choices=sorted(SETS))
     ap.add_argument("--model", default=DEFAULT_MODEL)
@@ -275,6 +323,8 @@ def main() -> None:
             dump(name, args.model, args.photos)
     elif args.what == "eval2":
         evaluate2(args.set)
+    elif args.what == "eval3":
+        evaluate3(args.set)
     else:
         evaluate(args.fit, args.set)
 
