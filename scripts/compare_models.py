@@ -7,6 +7,7 @@ Sets (built under out/eval-<name> on first use from the photo folder; all on hel
   calib           the calibration split (as ``python -m ccu_vision.train.calibrate`` builds it)
   calib2          icons, validation photos, seed 778: 1,200 positives, 2,000 negatives (larger calibration draw)
   calib3          as calib2 with seed 783 (a fresh decision draw, first used by fusion-quadratic-plan.md)
+  calib4          as calib2 with seed 784 (a fresh decision draw, first used by light-view-plan.md)
   lettered-calib  lettered marks (brand names in held-out serif fonts, alone or with the symbol), validation photos
   lettered-test   the same on test photos and another seed (read once, after a decision)
   badge-calib     references uploaded as two-colour badge artwork (mark knocked out of a brand-colour badge), badges in the listings
@@ -36,6 +37,8 @@ SETS = {
     "calib2": EvalConfig(split="validation", seed=778, n_brands=300, pos_per_brand=4, n_unregistered=1200,
                          n_clean=800, n_products=120, n_lookalikes=150),
     "calib3": EvalConfig(split="validation", seed=783, n_brands=300, pos_per_brand=4, n_unregistered=1200,
+                         n_clean=800, n_products=120, n_lookalikes=150),
+    "calib4": EvalConfig(split="validation", seed=784, n_brands=300, pos_per_brand=4, n_unregistered=1200,
                          n_clean=800, n_products=120, n_lookalikes=150),
     "lettered-calib": EvalConfig(split="validation", seed=779, n_brands=300, pos_per_brand=2, n_unregistered=300,
                                  n_clean=200, n_products=30, n_lookalikes=30, marks="lettered"),
