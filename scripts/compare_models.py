@@ -63,13 +63,32 @@ KEYS = ("recall@1", "recall@5", "ap", "tpr@0.01fpr")
 DEFAULT_MODEL = "ccu_vision/models/ccu-lite0-v15cdpf.onnx"
 
 
-def one_model_args(doc: str) -> argparse.ArgumentParser:
-    """The arguments every single-model measurement script takes: --set, --photos, --model."""
+def one_model_args(doc: str, many_sets: bool = False) -> argparse.ArgumentParser:
+    """The arguments every single-model measurement script takes: --set (repeatable with ``many_sets``),
+    --photos, --model."""
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--set", required=True, choices=sorted(SETS))
+    ap.add_argument("--set", required=True, choices=sorted(SETS), action="append" if many_sets else "store")
     ap.add_argument("--photos", default="../shared/datasets/clothing-dataset-small")
     ap.add_argument("--model", default=DEFAULT_MODEL)
     return ap
+
+
+def decision_rule(new: dict[str, dict], base: dict[str, dict], decide: str, no_harm: list[str]) -> tuple[bool, bool, str]:
+    """The rule the 2026-12-03 inference plans fixed, on per-draw logo metrics of a variant and its base:
+    (1) on the decision draw TPR@1%FPR >= base + 0.02, AP >= base - 0.005, R@1 >= base - 0.005;
+    (2) on the no-harm draws the mean TPR not below base's and no R@1 or AP more than 0.01 below.
+    Returns both verdicts and a printable line."""
+    n, b = new[decide], base[decide]
+    rule1 = (n["tpr@0.01fpr"] >= b["tpr@0.01fpr"] + 0.02 and n["ap"] >= b["ap"] - 0.005
+             and n["recall@1"] >= b["recall@1"] - 0.005)
+    mean_new, mean_base = (float(np.mean([r[d]["tpr@0.01fpr"] for d in no_harm])) if no_harm else float("nan")
+                           for r in (new, base))
+    rule2 = bool(no_harm) and mean_new >= mean_base and all(
+        new[d][k] >= base[d][k] - 0.01 for d in no_harm for k in ("recall@1", "ap"))
+    line = (f"{decide}: TPR {n['tpr@0.01fpr']:.4f} (base {b['tpr@0.01fpr']:.4f}) AP {n['ap']:.4f} (base {b['ap']:.4f}) "
+            f"R@1 {n['recall@1']:.4f} (base {b['recall@1']:.4f}) -> rule 1 {'pass' if rule1 else 'fail'}; "
+            f"no-harm mean TPR {mean_new:.4f} (base {mean_base:.4f}) -> rule 2 {'pass' if rule2 else 'fail'}")
+    return rule1, rule2, line
 
 
 def logo_queries(args: argparse.Namespace) -> tuple[Path, list[dict], list[dict], Embedder]:

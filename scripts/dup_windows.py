@@ -10,12 +10,11 @@ and prints muAP, recall@P90, per-edit recall and the plan's rule.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from dataclasses import replace
 
-from compare_models import DEFAULT_MODEL, SETS
+from compare_models import SETS, one_model_args
 
 from ccu_vision.embedder import Embedder
 from ccu_vision.evalset import build_eval_set, read_truth
@@ -29,11 +28,7 @@ VARIANTS = {
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--set", action="append", required=True, choices=sorted(SETS))
-    ap.add_argument("--model", default=DEFAULT_MODEL)
-    ap.add_argument("--photos", default="../shared/datasets/clothing-dataset-small")
-    args = ap.parse_args()
+    args = one_model_args(__doc__, many_sets=True).parse_args()
     roots = [build_eval_set(f"out/eval-{n}", SETS[n], args.photos) for n in args.set]
     emb = Embedder(args.model)
     assert emb.verify is not None and not emb.verify.window_shapes, "the base must be the shipped settings"

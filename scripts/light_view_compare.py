@@ -10,12 +10,16 @@ grayscale). Both scored with the file's own scoring (fusion included); the first
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 
 import numpy as np
-from compare_models import DEFAULT_MODEL, KEYS, SETS  # scripts/ is on sys.path when run as a script
+from compare_models import (  # scripts/ is on sys.path when run as a script
+    KEYS,
+    SETS,
+    decision_rule,
+    one_model_args,
+)
 from PIL import Image, ImageOps
 
 from ccu_vision.embedder import Embedder, dense_logo_scores, monochrome
@@ -50,11 +54,7 @@ def metrics(truth: list[dict], slugs: list[str], scores: np.ndarray) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--set", action="append", required=True, choices=sorted(SETS))
-    ap.add_argument("--model", default=DEFAULT_MODEL)
-    ap.add_argument("--photos", default="../shared/datasets/clothing-dataset-small")
-    args = ap.parse_args()
+    args = one_model_args(__doc__, many_sets=True).parse_args()
     emb = Embedder(args.model)
     res: dict[str, dict[str, dict]] = {}
     for name in args.set:
@@ -75,18 +75,8 @@ def main() -> None:
             m = metrics(truth, slugs, np.stack(s))
             res.setdefault(k, {})[name] = m
             print(f"{k:6s}", json.dumps(m), flush=True)
-    dec, rest = args.set[0], args.set[1:]
-    b, v = res["base"], res["light"]
-    rule1 = (v[dec]["tpr@0.01fpr"] >= b[dec]["tpr@0.01fpr"] + 0.02 and v[dec]["ap"] >= b[dec]["ap"] - 0.005
-             and v[dec]["recall@1"] >= b[dec]["recall@1"] - 0.005)
-    mean = {k: float(np.mean([res[k][n]["tpr@0.01fpr"] for n in rest])) if rest else float("nan") for k in res}
-    rule2 = bool(rest) and mean["light"] >= mean["base"] and all(
-        v[n][k] >= b[n][k] - 0.01 for n in rest for k in ("recall@1", "ap"))
-    print(f"rule light on {dec}: TPR {v[dec]['tpr@0.01fpr']:.4f} (base {b[dec]['tpr@0.01fpr']:.4f}) AP {v[dec]['ap']:.4f} "
-          f"(base {b[dec]['ap']:.4f}) R@1 {v[dec]['recall@1']:.4f} (base {b[dec]['recall@1']:.4f}) -> rule 1 "
-          f"{'pass' if rule1 else 'fail'}; no-harm mean TPR {mean['light']:.4f} (base {mean['base']:.4f}) -> rule 2 "
-          f"{'pass' if rule2 else 'fail'}")
-
+    _, _, line = decision_rule(res["light"], res["base"], args.set[0], args.set[1:])
+    print("rule light on", line)
 
 if __name__ == "__main__":
     main()

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from compare_models import DEFAULT_MODEL, KEYS, SETS
+from compare_models import DEFAULT_MODEL, KEYS, SETS, decision_rule
 from PIL import Image
 
 from ccu_vision.embedder import REFINE_CROPS, Embedder, dense_logo_scores
@@ -248,19 +248,9 @@ def evaluate2(sets: list[str]) -> None:
             {FEATURES[c]: round(float(w), 3) for c, w in zip(cols, m["w"], strict=True)} | {"b": round(m["b"], 3)}))
     if "calib2" not in res["S"] or not all(n in res["S"] for n in SPECIAL):
         return
-    s = res["S"]
-    mean_tpr = {v: float(np.mean([r[n]["tpr@0.01fpr"] for n in SPECIAL])) for v, r in res.items()}
     for v in ("P", "X", "PX"):
-        r = res[v]
-        c2 = r["calib2"]
-        rule1 = (c2["tpr@0.01fpr"] >= s["calib2"]["tpr@0.01fpr"] + 0.02 and c2["ap"] >= s["calib2"]["ap"] - 0.005
-                 and c2["recall@1"] >= s["calib2"]["recall@1"] - 0.005)
-        rule2 = mean_tpr[v] >= mean_tpr["S"] and all(
-            r[n][k] >= s[n][k] - 0.01 for n in SPECIAL for k in ("recall@1", "ap"))
-        print(f"rule {v}: calib2 TPR {c2['tpr@0.01fpr']:.4f} (S {s['calib2']['tpr@0.01fpr']:.4f}) "
-              f"AP {c2['ap']:.4f} (S {s['calib2']['ap']:.4f}) R@1 {c2['recall@1']:.4f} (S {s['calib2']['recall@1']:.4f}) "
-              f"-> rule 1 {'pass' if rule1 else 'fail'}; mean special TPR {mean_tpr[v]:.4f} (S {mean_tpr['S']:.4f}) "
-              f"-> rule 2 {'pass' if rule2 else 'fail'}")
+        _, _, line = decision_rule(res[v], res["S"], "calib2", list(SPECIAL))
+        print(f"rule {v} on", line)
 
 
 def pairwise(names: tuple[str, ...]) -> tuple[str, ...]:
@@ -296,18 +286,8 @@ def evaluate3(sets: list[str]) -> None:
             print(f"{v}  terms {len(terms):2d}", json.dumps(r), "ci",
                   json.dumps({k: v2 for k, v2 in ci.items() if k != "resamples"}), flush=True)
     print("weights Q:", json.dumps({t: round(float(w), 3) for t, w in zip(variants["Q"], models["Q"]["w"], strict=True)}))
-    dec, rest = sets[0], [n for n in sets[1:] if n != "calib"]
-    s, q = res["S"], res["Q"]
-    rule1 = (q[dec]["tpr@0.01fpr"] >= s[dec]["tpr@0.01fpr"] + 0.02 and q[dec]["ap"] >= s[dec]["ap"] - 0.005
-             and q[dec]["recall@1"] >= s[dec]["recall@1"] - 0.005)
-    mean = {v: float(np.mean([res[v][n]["tpr@0.01fpr"] for n in rest])) for v in res} if rest else {}
-    rule2 = bool(rest) and mean["Q"] >= mean["S"] and all(
-        q[n][k] >= s[n][k] - 0.01 for n in rest for k in ("recall@1", "ap"))
-    print(f"rule Q on {dec}: TPR {q[dec]['tpr@0.01fpr']:.4f} (S {s[dec]['tpr@0.01fpr']:.4f}) AP {q[dec]['ap']:.4f} "
-          f"(S {s[dec]['ap']:.4f}) R@1 {q[dec]['recall@1']:.4f} (S {s[dec]['recall@1']:.4f}) -> rule 1 "
-          f"{'pass' if rule1 else 'fail'}; no-harm draws mean TPR {mean.get('Q', float('nan')):.4f} "
-          f"(S {mean.get('S', float('nan')):.4f}) -> rule 2 {'pass' if rule2 else 'fail'}")
-
+    _, _, line = decision_rule(res["Q"], res["S"], sets[0], [n for n in sets[1:] if n != "calib"])
+    print("rule Q on", line)
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
