@@ -76,11 +76,14 @@ def hub(sets: list[str]) -> None:
     bank, rest = split(load("calib"))
     f, cand, _ = hub_features(rest, bank)
     y = labels(rest, cand).reshape(-1)
+    scored = {}
+    for name in sets:  # each draw split and featured once
+        b2, r2 = split(load(name))
+        scored[name] = (r2, *hub_features(r2, b2))
     for label, cols in (("seven", SEVEN), ("seven + hub, score-hub", list(range(9)))):
         m = fit_logistic(f[..., cols].reshape(-1, len(cols)), y)
         for name in sets:
-            b2, r2 = split(load(name))
-            f2, c2, s2 = hub_features(r2, b2)
+            r2, f2, c2, s2 = scored[name]
             out = s2 - 100.0
             np.put_along_axis(out, c2, (f2[..., cols] - m["mean"]) / m["std"] @ m["w"] + m["b"], axis=1)
             r = metrics(r2, out)

@@ -78,5 +78,6 @@ def main() -> None:
     _, _, line = decision_rule(res["light"], res["base"], args.set[0], args.set[1:])
     print("rule light on", line)
 
+
 if __name__ == "__main__":
     main()

@@ -217,9 +217,10 @@ def fit_draws(names: list[str], cols: list[int]) -> dict:
     """The fusion (15 crops) fitted on the pooled candidates of ``names`` over feature columns ``cols``."""
     xs, ys = [], []
     for n in names:
-        f, cand, _ = features(load(n), True)
+        d = load(n)
+        f, cand, _ = features(d, True)
         xs.append(f[..., cols].reshape(-1, len(cols)))
-        ys.append(labels(load(n), cand).reshape(-1))
+        ys.append(labels(d, cand).reshape(-1))
     return fit_logistic(np.concatenate(xs), np.concatenate(ys))
 
 
@@ -288,6 +289,7 @@ def evaluate3(sets: list[str]) -> None:
     print("weights Q:", json.dumps({t: round(float(w), 3) for t, w in zip(variants["Q"], models["Q"]["w"], strict=True)}))
     _, _, line = decision_rule(res["Q"], res["S"], sets[0], [n for n in sets[1:] if n != "calib"])
     print("rule Q on", line)
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
