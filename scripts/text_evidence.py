@@ -1,0 +1,195 @@
+"""Text evidence (OCR) beside the shipped logo scoring, measured offline on named draws.
+
+    python scripts/text_evidence.py ocr --set lettered-calib       # OCR of queries and logos -> out/ocr-<set>.json
+    python scripts/text_evidence.py rank --set lettered-calib      # the shipped scan's logo ranking -> out/rank-<set>.json
+    python scripts/text_evidence.py eval --fit calib --fit lettered-calib --decide lettered-calib2 \\
+        --no-harm clutter-calib
+    git show 22f5095:ccu_vision/models/ccu-lite0-v15cdpf.onnx > out/ccu-lite0-v15cdpf.onnx
+    python scripts/text_evidence.py attach --fit calib --fit lettered-calib --calib calib --calib lettered-calib \\
+        --calib clutter-calib --calib lettered-calib2 --model out/ccu-lite0-v15cdpf.onnx \\
+        --out ccu_vision/models/ccu-lite0-v15cdpft.onnx --model-id ccu-lite0-v15cdpft
+
+(``ocr`` and ``rank`` of each named draw first; ``rank`` with ``--model out/ccu-lite0-v15cdpf.onnx``
+gives the same rankings as the shipped file, whose network and fused scoring are the same.)
+
+Plan and rule: ``notebooks/results/experiments/text-evidence-plan.md``. The combination is
+``logit(p) + beta * m`` for the scan's fused candidates (``p`` their fused probability, ``m`` the text
+match quality of the brand, :func:`ccu_vision.text.match_quality`) and ``gamma + beta * m`` for a brand
+the listing's text matches but the scan did not list; ``beta`` and ``gamma`` come from a grid on the
+fit draws (best mean AP). A brand's keys are its registered name (the draw's slug, as the evaluation
+catalog names it) and the lettering OCR reads in its reference logo.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from compare_models import DEFAULT_MODEL, KEYS, SETS  # scripts/ is on sys.path when run as a script
+from PIL import Image
+
+from ccu_vision.embedder import Embedder, dense_logo_scores
+from ccu_vision.evalset import build_eval_set, read_truth
+from ccu_vision.evaluate import eval_references, logo_metrics
+from ccu_vision.text import TextLine, TextReader, TextScoring, brand_keys, brand_matches, rerank
+
+BETAS = tuple(float(b) for b in np.arange(0.0, 10.01, 0.5))
+GAMMAS = tuple(float(g) for g in np.arange(-10.0, 0.01, 0.5))
+
+
+def _root(name: str, photos: str) -> Path:
+    return build_eval_set(f"out/eval-{name}", SETS[name], photos)
+
+
+def cmd_ocr(args: argparse.Namespace) -> None:
+    root = _root(args.set, args.photos)
+    rows = [t for t in read_truth(root) if t["task"] == "logo"]
+    reader = TextReader()
+    t0 = time.time()
+    logos = {p.stem: [ln.to_list() for ln in reader.read_logo(Image.open(p))]
+             for p in sorted((root / "logos").glob("*.png"))}
+    t1 = time.time()
+    out = Path(f"out/ocr-{args.set}.json")
+    if args.logos_only:  # re-read the logos, keep the stored query text
+        queries = json.loads(out.read_text())["queries"]
+    else:
+        queries = [[ln.to_list() for ln in reader.read(Image.open(root / t["query"]))] for t in rows]
+    t2 = time.time()
+    out.write_text(json.dumps({"logos": logos, "queries": queries}))
+    print(f"{args.set}: OCR of {len(logos)} logos {1000 * (t1 - t0) / max(len(logos), 1):.0f} ms each, "
+          f"{len(rows)} queries {1000 * (t2 - t1) / max(len(rows), 1):.0f} ms each -> {out}")
+
+
+def cmd_rank(args: argparse.Namespace) -> None:
+    root = _root(args.set, args.photos)
+    rows = [t for t in read_truth(root) if t["task"] == "logo"]
+    emb = Embedder(args.model)
+    slugs, refs, owner = eval_references(emb, root)
+    ranked = []
+    t0 = time.time()
+    for i in range(0, len(rows), 32):
+        ims = [Image.open(root / t["query"]).convert("RGB") for t in rows[i:i + 32]]
+        for e in emb.embed_photos(ims):
+            best, _ = dense_logo_scores(e, refs, owner)
+            order = np.argsort(-best)[:10]
+            ranked.append([(slugs[j], float(best[j])) for j in order if np.isfinite(best[j])])
+    out = Path(f"out/rank-{args.set}.json")
+    out.write_text(json.dumps({"model": str(args.model), "ranked": ranked}))
+    print(f"{args.set}: {len(rows)} queries ranked in {time.time() - t0:.0f} s -> {out}")
+
+
+def _lines(raw: list) -> list[TextLine]:
+    return [TextLine(t, c) for t, c in raw]
+
+
+def load_draw(name: str, photos: str) -> dict:
+    """Truth, the shipped ranking, and each query's text match quality per brand (only the non-zero ones)."""
+    root = _root(name, photos)
+    truth = read_truth(root)
+    ocr = json.loads(Path(f"out/ocr-{name}.json").read_text())
+    ranked = json.loads(Path(f"out/rank-{name}.json").read_text())["ranked"]
+    keys = {slug: brand_keys(slug, _lines(lines)) for slug, lines in ocr["logos"].items()}
+    matches = [brand_matches(keys, _lines(raw)) for raw in ocr["queries"]]
+    return {"name": name, "truth": truth, "ranked": ranked, "matches": matches, "keys": keys}
+
+
+def combine(draw: dict, beta: float, gamma: float) -> list[list[tuple[str, float]]]:
+    """Each query's ranking after adding text evidence, by the product's :func:`ccu_vision.text.rerank`
+    (what ``rank_with_embedder(text=True)`` and the scan do)."""
+    cfg = TextScoring(beta, gamma)
+    return [rerank(ranked, m, cfg) for ranked, m in zip(draw["ranked"], draw["matches"])]
+
+
+def metrics(draw: dict, ranked: list) -> dict:
+    lm = logo_metrics(draw["truth"], ranked, n_boot=0)
+    return {k: round(lm[k], 4) for k in KEYS}
+
+
+def fit(draws: list[dict]) -> tuple[float, float, float]:
+    """(beta, gamma, mean AP): the grid point with the best mean AP over ``draws`` (first best wins)."""
+    best = None
+    for b in BETAS:
+        for g in GAMMAS:
+            ap = float(np.mean([logo_metrics(d["truth"], combine(d, b, g), n_boot=0)["ap"] for d in draws]))
+            if best is None or ap > best[2] + 1e-9:
+                best = (b, g, ap)
+            if b == 0.0:
+                break  # gamma has no effect without text weight
+    return best
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    fit_draws = [load_draw(n, args.photos) for n in args.fit]
+    for d in fit_draws:
+        rows = [t for t in d["truth"] if t["task"] == "logo"]
+        n_pos = sum(t["kind"] == "registered" for t in rows)
+        read = sum(t["kind"] == "registered" and t["brand"] in m for t, m in zip(rows, d["matches"]))
+        false = sum(t["kind"] != "registered" and bool(m) for t, m in zip(rows, d["matches"]))
+        print(f"{d['name']}: {read}/{n_pos} registered marks have a text match to their brand; "
+              f"{false}/{len(rows) - n_pos} negatives match some registered brand's text")
+    beta, gamma, ap = fit(fit_draws)
+    print(f"fit on {'+'.join(args.fit)}: beta {beta}, gamma {gamma} (mean AP {ap:.4f})")
+    for name in [*args.fit, *args.decide, *args.no_harm]:
+        d = next((f for f in fit_draws if f["name"] == name), None) or load_draw(name, args.photos)
+        role = "fit" if name in args.fit else "decide" if name in args.decide else "no-harm"
+        base, new = metrics(d, d["ranked"]), metrics(d, combine(d, beta, gamma))
+        print(f"{role:8s} {name:18s} base {json.dumps(base)}\n{'':27s} text {json.dumps(new)}")
+
+
+def cmd_attach(args: argparse.Namespace) -> None:
+    """Fit beta/gamma, calibrate the ``logo_text`` threshold on the pooled --calib draws (the rule of
+    ``ccu_vision.train.calibrate``: precision 0.95 and at most 1 % of negatives at 95 % confidence), and
+    write the model with ``ccu.text_scoring`` and that threshold under a new model id."""
+    from ccu_vision.thresholds import negative_quantile
+    from ccu_vision.train.text_scoring import attach
+
+    beta, gamma, ap = fit([load_draw(n, args.photos) for n in args.fit])
+    truth, ranked = [], []
+    for name in args.calib:
+        d = load_draw(name, args.photos)
+        truth += d["truth"]
+        ranked += combine(d, beta, gamma)
+    lm = logo_metrics(truth, ranked, n_boot=0)
+    rows = [t for t in truth if t["task"] == "logo"]
+    neg = [r[0][1] for t, r in zip(rows, ranked) if t["kind"] != "registered" and r]
+    th = max(lm["threshold@p95"], negative_quantile(neg, 0.01, 0.95))
+    hit = [bool(r) and r[0][0] == t["brand"] and r[0][1] >= th for t, r in zip(rows, ranked) if t["kind"] == "registered"]
+    import sys
+
+    attach(args.model, TextScoring(beta, gamma), args.out, model_id=args.model_id, logo_text=th,
+           calibration={"recall_at_threshold": {"logo_text": round(float(np.mean(hit)), 4)},
+                        "negatives": {"logo_text": len(neg)}, "text_calibrated_on": list(args.calib)},
+           command=sys.argv[1:])
+    print(f"beta {beta} gamma {gamma} (fit mean AP {ap:.4f}); logo_text threshold {th:.5f} on "
+          f"{len(neg)} pooled negatives (recall there {np.mean(hit):.4f}); pooled "
+          f"{json.dumps({k: round(lm[k], 4) for k in KEYS})} -> {args.out}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--photos", default="../shared/datasets/clothing-dataset-small")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    for name in ("ocr", "rank"):
+        p = sub.add_parser(name)
+        p.add_argument("--set", required=True, choices=sorted(SETS))
+        p.add_argument("--model", default=DEFAULT_MODEL)
+        p.add_argument("--logos-only", action="store_true", help="ocr: re-read only the logos")
+    p = sub.add_parser("eval")
+    p.add_argument("--fit", action="append", required=True, choices=sorted(SETS))
+    p.add_argument("--decide", action="append", default=[], choices=sorted(SETS))
+    p.add_argument("--no-harm", action="append", default=[], choices=sorted(SETS))
+    p = sub.add_parser("attach")
+    p.add_argument("--fit", action="append", required=True, choices=sorted(SETS))
+    p.add_argument("--calib", action="append", required=True, choices=sorted(SETS))
+    p.add_argument("--model", default=DEFAULT_MODEL)
+    p.add_argument("--model-id", required=True)
+    p.add_argument("--out", required=True)
+    args = ap.parse_args()
+    {"ocr": cmd_ocr, "rank": cmd_rank, "eval": cmd_eval, "attach": cmd_attach}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()
