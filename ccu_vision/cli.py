@@ -245,6 +245,8 @@ def ref_add(ctx: click.Context, brand: str, kind: str, as_json: bool, paths: tup
     st = _state(ctx)
     cat = st.catalog(create=True)
     counts = _report_events(add_paths(cat, st.embedder(), list(paths), brand, kind), as_json)
+    if kind == "logo":
+        _warm_text(st, cat)
     _finish_add(ctx, counts, as_json)
 
 
@@ -274,7 +276,15 @@ def ref_import(ctx: click.Context, manifest: Path, as_json: bool, root: Path | N
     st = _state(ctx)
     cat = st.catalog(create=True)
     counts = _report_events(import_manifest(cat, st.embedder(), manifest, root=root), as_json)
+    _warm_text(st, cat)
     _finish_add(ctx, counts, as_json)
+
+
+def _warm_text(st, cat) -> None:
+    """Read new logos' lettering now (text evidence), so the next scan does not."""
+    from .scan import warm_text_keys
+
+    warm_text_keys(st.embedder(), cat)
 
 
 @ref.command("list", epilog="""\b
@@ -330,10 +340,14 @@ def _fmt_box(box: Any) -> str:
 def _print_check(row: dict, thresholds: dict, n_refs: int) -> None:
     verdict = row["verdict"]
     click.echo(f"{row['image']}: {verdict.upper() if verdict == 'suspect' else verdict}")
+    logo_th = "logo_text" if "text" in row else "logo"  # a row with text evidence answers to logo_text
+    if row.get("text"):
+        click.echo("  text read: " + " | ".join(row["text"][:8]))
     for f in row["flags"]:
         what = "logo" if f["type"] == "logo" else "near-duplicate of an official photo"
         where = f"  at {_fmt_box(f['box'])}" if f.get("box") else ""
         where += f", {f['inliers']} keypoint inliers" if "inliers" in f else ""
+        where += f", text {f['text']!r}" if "text" in f else ""
         click.echo(f"  {f['brand']}: {what}, score {f['score']:.3f} >= threshold {f['threshold']:.3f}"
                    f"{where}  (ref {f['ref_id']})")
     if n_refs == 0:
@@ -345,7 +359,7 @@ def _print_check(row: dict, thresholds: dict, n_refs: int) -> None:
     if others:
         click.echo("  closest matches below threshold:" if row["flags"] else "  closest matches:")
         for m in others[:6]:
-            th = thresholds.get("logo" if m["kind"] == "logo" else "near_duplicate")
+            th = thresholds.get(logo_th if m["kind"] == "logo" else "near_duplicate")
             ths = f" < threshold {float(th):.3f}" if th is not None else ""
             where = f"  at {_fmt_box(m['box'])}" if m.get("box") else ""
             where += f", {m['inliers']} keypoint inliers" if "inliers" in m else ""
@@ -394,24 +408,33 @@ def _check_scan_outputs(outputs: dict[str, Path | None], input_path: Path, image
                                      param_hint=opt) from None
 
 
+def _text_option(f):
+    return click.option(
+        "--text/--no-text", "text", default=None, envvar="CCU_TEXT", cls=_EnvOption,
+        help="Text evidence: read the photo (OCR) for brand names and logo lettering. Default: on when the "
+             "model and catalog support it and the OCR engine is installed; --text requires it.")(f)
+
+
 @cli.command(epilog="""\b
 Examples:
   ccu-vision check listing.jpg
   ccu-vision --home /data/ccu check listing.jpg --json
+  ccu-vision check listing.jpg --no-text      # shapes only, no OCR
 """)
 @click.argument("image", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the scan row as JSON.")
 @click.option("--top-k", default=5, show_default=True, type=click.IntRange(min=1), help="Matches per kind.")
+@_text_option
 @click.pass_context
-def check(ctx: click.Context, image: Path, as_json: bool, top_k: int) -> None:
+def check(ctx: click.Context, image: Path, as_json: bool, top_k: int, text: bool | None) -> None:
     """Check one listing image: verdict, brand, what matched, score vs threshold, where."""
-    from .scan import check_canvas, decode_for
+    from .scan import check_image, decode_for
 
     st = _state(ctx)
     emb = st.embedder()
-    canvas, lb = decode_for(emb, image)  # an unreadable image is reported before anything else
+    decode_for(emb, image)  # an unreadable image is reported before anything else
     cat = st.catalog(readonly=True)
-    row = check_canvas(image, canvas, lb, emb, cat, top_k=top_k)
+    row = check_image(image, emb, cat, top_k=top_k, text=text)
     if as_json:
         _echo_json(row)
     else:
@@ -441,9 +464,11 @@ dump.csv (image required; listing_id, seller_id, title optional):
 @click.option("--progress/--no-progress", default=True, help="Progress bar on stderr.")
 @click.option("--summary-json", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Write the run summary (counts, per-stage times) as JSON.")
+@_text_option
 @click.pass_context
 def scan(ctx: click.Context, input_path: Path, out: Path, report: Path | None, resume: bool, top_k: int,
-         batch_size: int | None, workers: int | None, progress: bool, summary_json: Path | None) -> None:
+         batch_size: int | None, workers: int | None, progress: bool, summary_json: Path | None,
+         text: bool | None) -> None:
     """Scan a folder (recursive) or a CSV/JSONL manifest of listing images into JSON lines.
 
     One row per input image; unreadable images become error rows and the scan goes on.
@@ -462,7 +487,7 @@ def scan(ctx: click.Context, input_path: Path, out: Path, report: Path | None, r
         click.echo(f"warning: the catalog at {st.home} has no references; every listing will be clear "
                    "(add some with `ccu-vision ref add`)", err=True)
     summary = run_scan(items, out, emb, cat, resume=resume, top_k=top_k, batch_size=batch_size,
-                       workers=workers, progress=progress)
+                       workers=workers, progress=progress, text=text)
     click.echo(summary.format())
     click.echo(f"results: {out}")
     if summary_json is not None:
@@ -497,10 +522,14 @@ synthetic listings; your own dump can score higher, and this raises them to matc
 @click.option("--dry-run", is_flag=True, help="Report only; leave the catalog's thresholds as they are.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--progress/--no-progress", default=True, help="Progress bar on stderr.")
+@_text_option
 @click.pass_context
 def calibrate(ctx: click.Context, negatives: Path, max_fpr: float, confidence: float, kind: str,
-              allow_lower: bool, dry_run: bool, as_json: bool, progress: bool) -> None:
-    """Raise the catalog's flag thresholds so your own known negatives are flagged at most --max-fpr."""
+              allow_lower: bool, dry_run: bool, as_json: bool, progress: bool, text: bool | None) -> None:
+    """Raise the catalog's flag thresholds so your own known negatives are flagged at most --max-fpr.
+
+    The logo threshold tightened is the one the scan used: ``logo_text`` with text evidence on,
+    ``logo`` without (run it once with --no-text too if you scan both ways)."""
     import tempfile
 
     from .scan import collect_inputs, read_rows, run_scan
@@ -516,12 +545,14 @@ def calibrate(ctx: click.Context, negatives: Path, max_fpr: float, confidence: f
         _fail(f"the catalog at {st.home} has no references: add them before calibrating")
     with tempfile.TemporaryDirectory(prefix="ccu-calibrate-") as tmp:
         out = Path(tmp) / "negatives.jsonl"
-        run_scan(items, out, emb, cat, progress=progress)
+        summary = run_scan(items, out, emb, cat, progress=progress, text=text)
         rows = read_rows(out)
     bad = [r for r in rows if r.get("status") != "ok"]
     for r in bad:
         click.echo(f"warning: {r['image']}: {r.get('error', 'not scanned')} (left out)", err=True)
     names = ("logo", "near_duplicate") if kind == "both" else (kind,)
+    if summary.text:  # the scan's logo scores had text evidence: they answer to the logo_text threshold
+        names = tuple("logo_text" if n == "logo" else n for n in names)
     report = tighten(rows, cat.thresholds, max_fpr, confidence or None, names, allow_lower)
     changed = {n: r["threshold"] for n, r in report.items() if r["changed"]}
     if changed and not dry_run:
@@ -547,7 +578,7 @@ def calibrate(ctx: click.Context, negatives: Path, max_fpr: float, confidence: f
 @cli.command(epilog="""\b
 Examples:
   CCU_MODEL=new-model.onnx ccu-vision reindex
-  ccu-vision --home /data/ccu --model ccu-lite0-v15cdpf.onnx reindex
+  ccu-vision --home /data/ccu --model ccu-lite0-v15cdpft.onnx reindex
 """)
 @click.pass_context
 def reindex(ctx: click.Context) -> None:

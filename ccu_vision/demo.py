@@ -138,7 +138,7 @@ def run_demo(out_dir: Path, embedder, echo: Callable[[str], None] = print, progr
     from .catalog import Catalog
     from .references import add_paths
     from .report import write_report
-    from .scan import collect_inputs, read_rows, run_scan
+    from .scan import collect_inputs, read_rows, run_scan, warm_text_keys
 
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
@@ -159,6 +159,7 @@ def run_demo(out_dir: Path, embedder, echo: Callable[[str], None] = print, progr
         for name, b in desc["products"]:
             for ev in add_paths(cat, embedder, [out_dir / "refs" / "products" / name], b.title, "product"):
                 errors += 0 if ev.ok else 1
+        warm_text_keys(embedder, cat)  # the logos' lettering (text evidence), read once like `ref add` does
         echo(f"Catalog: {cat.count('logo')} logo and {cat.count('product')} product references "
              f"({len(desc['brands'])} brands) in {home}")
         results = out_dir / "results.jsonl"

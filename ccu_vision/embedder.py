@@ -28,12 +28,13 @@ from .proposals import decode as decode_proposals
 from .proposals import parse_config as parse_proposals
 from .scoring import LogoScoring, fuse
 from .scoring import parse_config as parse_scoring
+from .text import parse_config as parse_text_scoring
 from .verify import VerifyConfig, content_gray, sub_windows
 
 log = logging.getLogger(__name__)
 
 FORMAT = "ccu-vision-embedder/1"
-DEFAULT_MODEL_NAME = "ccu-lite0-v15cdpf.onnx"
+DEFAULT_MODEL_NAME = "ccu-lite0-v15cdpft.onnx"
 PREPROCESS_KEYS = (
     "query_size",
     "ref_size",
@@ -470,6 +471,9 @@ class Embedder:
         self.verify = self.info.verify
         self.proposals = parse_proposals(meta.get("ccu.proposals", ""), str(p))
         self.logo_scoring = parse_scoring(meta.get("ccu.logo_scoring", ""), str(p))
+        self.text_scoring = parse_text_scoring(meta.get("ccu.text_scoring", ""), str(p))
+        if self.text_scoring is not None and not (self.logo_scoring and self.logo_scoring.fused):
+            raise ModelError(f"{p}: ccu.text_scoring needs a fused ccu.logo_scoring (its scores are probabilities)")
         if self.proposals is not None and "proposals" not in {o.name for o in self.session.get_outputs()}:
             raise ModelError(f"{p}: metadata describes a proposal head but the graph has no output named 'proposals'")
 

@@ -210,10 +210,14 @@ def eval_references(embedder, root: str | Path) -> tuple[list[str], np.ndarray, 
     return slugs, np.concatenate(views), owner
 
 
-def rank_with_embedder(embedder, root: str | Path, k: int = 10, batch: int = 32, logo: bool = True
-                       ) -> tuple[list[Ranked], list[Ranked], list]:
+def rank_with_embedder(embedder, root: str | Path, k: int = 10, batch: int = 32, logo: bool = True,
+                       text: bool = False) -> tuple[list[Ranked], list[Ranked], list]:
     """Run an :class:`~ccu_vision.embedder.Embedder` over an evaluation set (``logo=False``: the
     near-duplicate task only; the logo rankings and boxes come back empty).
+
+    ``text``: add text evidence as the scan does (the model's ``ccu.text_scoring``; each brand's keys
+    are its slug, the name the evaluation catalog registers, and the lettering OCR reads in its logo);
+    logo scores are then those the ``logo_text`` threshold is for.
 
     Near-duplicates are scored with the embedder's verification settings (``embedder.verify``; None:
     the global descriptor alone), without the scan's threshold gate (every candidate is verified).
@@ -246,6 +250,8 @@ def rank_with_embedder(embedder, root: str | Path, k: int = 10, batch: int = 32,
             order = order[np.isfinite(best[order])]  # a fused scoring scores only its candidates
             logo_ranked.append([(slugs[j], float(best[j])) for j in order])
             boxes.append(e.boxes[best_r[order[0]]].tolist() if len(order) else None)
+    if text and logo_rows:
+        logo_ranked = _with_text(embedder, root, slugs, logo_rows, logo_ranked, k)
     dup_ranked = []
     for i in range(0, len(dup_rows), batch):
         ims = [Image.open(root / t["query"]).convert("RGB") for t in dup_rows[i : i + batch]]
@@ -254,6 +260,23 @@ def rank_with_embedder(embedder, root: str | Path, k: int = 10, batch: int = 32,
             order = np.argsort(-sim)[:k]
             dup_ranked.append([(prods[j], float(sim[j])) for j in order])
     return logo_ranked, dup_ranked, boxes
+
+
+def _with_text(embedder, root: Path, slugs: list[str], rows: list[dict], ranked: list[Ranked], k: int) -> list[Ranked]:
+    """Logo rankings with text evidence added (see :func:`rank_with_embedder`)."""
+    from .text import brand_keys, brand_matches, default_reader, rerank
+
+    cfg = embedder.text_scoring
+    if cfg is None:
+        raise ValueError(f"{embedder.info.path}: the model has no text scoring (ccu.text_scoring)")
+    reader = default_reader()
+    keys = {s: brand_keys(s, reader.read_logo(Image.open(root / "logos" / f"{s}.png"))) for s in slugs}
+    keys = {s: ks for s, ks in keys.items() if ks}
+    out = []
+    for t, r in zip(rows, ranked, strict=True):
+        m = brand_matches(keys, reader.read(Image.open(root / t["query"]).convert("RGB")), cfg.min_conf)
+        out.append(rerank(r, m, cfg, k) if m else r)
+    return out
 
 
 def evaluate_embedder(embedder, root: str | Path) -> dict:

@@ -10,6 +10,12 @@ Two searches per photo against the catalog:
 
 ``matches`` are the top-k references per kind whatever the thresholds (higher score = more
 similar, cosine); ``flags`` are the matches at or above the catalog's calibrated thresholds.
+
+With a :class:`TextContext` (a model with ``ccu.text_scoring``, :mod:`ccu_vision.text`) and each
+photo's OCR lines, a brand whose name or logo lettering the photo's text shows has its logo scores
+raised (:func:`ccu_vision.text.combine`), a brand only the text found is listed too (its box is the
+text's), such matches carry the text read (``text``, ``text_match``), and logo flags use the
+``logo_text`` threshold calibrated for those scores.
 The functions here are pure: the only thing they touch is the catalog's read-only search API.
 """
 
@@ -25,6 +31,7 @@ import numpy as np
 
 from .embedder import REFINE_CROPS, PhotoEmbedding, combine_logo_scores
 from .scoring import fuse
+from .text import TextLine, TextScoring, brand_evidence, combine
 from .verify import Verifier, verify_candidates
 
 log = logging.getLogger(__name__)
@@ -32,6 +39,16 @@ log = logging.getLogger(__name__)
 DEFAULT_TOP_K = 5
 DEFAULT_REGION_K = 5
 FLAG_TYPES = {"logo": "logo", "product": "near_duplicate"}
+
+
+@dataclass(frozen=True)
+class TextContext:
+    """What text evidence needs besides the photos' lines: the model's text scoring, each brand's
+    keys, and the logo reference a text-only match is listed under (:mod:`ccu_vision.text_keys`)."""
+
+    cfg: TextScoring
+    keys: dict[str, list[str]]
+    text_only: dict[str, str]
 
 
 class CatalogLike(Protocol):
@@ -51,6 +68,8 @@ class MatchResult:
 
     matches: list[dict] = field(default_factory=list)
     flags: list[dict] = field(default_factory=list)
+    text: list[str] | None = None  # the lines OCR read (text evidence on), else None
+
 
     @property
     def verdict(self) -> str:
@@ -58,11 +77,25 @@ class MatchResult:
 
     def to_row(self) -> dict:
         """The row fields this result fills (``verdict``, ``flags``, ``matches``)."""
-        return {"verdict": self.verdict, "flags": self.flags, "matches": self.matches}
+        row = {"verdict": self.verdict, "flags": self.flags, "matches": self.matches}
+        if self.text is not None:
+            row["text"] = self.text
+        return row
 
 
-def _box(b: np.ndarray) -> list[int]:
-    return [int(round(float(v))) for v in b]
+def _box(b: np.ndarray | Sequence[float] | None) -> list[int] | None:
+    return None if b is None else [int(round(float(v))) for v in b]
+
+
+def _with_text(best: dict[str, tuple[float, np.ndarray]], lines: Sequence[TextLine], text: TextContext,
+               brand_of: Callable[[str], str]) -> tuple[dict[str, tuple[float, Any]], dict[str, tuple[float, TextLine]]]:
+    """One photo's logo scores with text evidence added, and the evidence per brand."""
+    ev = brand_evidence(text.keys, lines, text.cfg.min_conf)
+    if not ev:
+        return best, ev
+    new = combine({r: s for r, (s, _) in best.items()}, brand_of, {b: q for b, (q, _) in ev.items()},
+                  text.text_only, text.cfg)
+    return {r: (p, best[r][1] if r in best else ev[brand_of(r)][1].box) for r, p in new.items()}, ev
 
 
 def _score(s: float) -> float:
@@ -200,8 +233,13 @@ def match_photos(
     timings: dict[str, float] | None = None,
     refine: int = REFINE_CROPS,
     verifier: Verifier | None = None,
+    text: TextContext | None = None,
+    texts: Sequence[Sequence[TextLine]] | None = None,
 ) -> list[MatchResult]:
     """Match a batch of photos against ``catalog``; one :class:`MatchResult` per photo.
+
+    ``text`` and ``texts`` (each photo's OCR lines, in photo order) add text evidence; then logo
+    flags use the catalog's ``logo_text`` threshold.
 
     All regions of the batch go to the logo index in one search call, all global vectors to the
     product index in another. With a ``verifier`` (:func:`ccu_vision.verify.for_catalog`) the
@@ -217,6 +255,9 @@ def match_photos(
     thresholds = catalog.thresholds or {}
     th_logo = float(thresholds.get("logo", np.inf))
     th_dup = float(thresholds.get("near_duplicate", np.inf))
+    if text is not None:
+        assert texts is not None and len(texts) == n, (n, None if texts is None else len(texts))
+        th_logo = float(thresholds.get("logo_text", np.inf))
 
     brands: dict[str, str] = {}
 
@@ -265,15 +306,23 @@ def match_photos(
     results = []
     for i in range(n):
         res = MatchResult()
-        logos = sorted(logo_best[i].items(), key=lambda kv: (-kv[1][0], kv[0]))[:top_k]
+        best, ev = logo_best[i], {}
+        if text is not None:
+            best, ev = _with_text(best, texts[i], text, brand_of)
+            res.text = [ln.text for ln in texts[i]]
+        logos = sorted(best.items(), key=lambda kv: (-kv[1][0], kv[0]))[:top_k]
         dups = sorted(dup_best[i].items(), key=lambda kv: (-kv[1], kv[0]))[:top_k]
         for ref_id, (score, box) in logos:
             m = {"ref_id": ref_id, "brand": brand_of(ref_id), "kind": "logo", "score": _score(score),
                  "box": _box(box)}
+            if m["brand"] in ev:
+                q, line = ev[m["brand"]]
+                m.update(text=line.text, text_match=round(q, 4))
             res.matches.append(m)
             if score >= th_logo:
                 res.flags.append({"type": "logo", "brand": m["brand"], "ref_id": ref_id, "score": m["score"],
-                                  "threshold": th_logo, "box": m["box"]})
+                                  "threshold": th_logo, "box": m["box"],
+                                  **({"text": m["text"]} if "text" in m else {})})
         for ref_id, score in dups:
             m = {"ref_id": ref_id, "brand": brand_of(ref_id), "kind": "product", "score": _score(score)}
             if ref_id in dup_inliers[i]:

@@ -2,8 +2,8 @@
 
 Stages, each timed::
 
-    read  ->  decode  ->  embed  ->  search  ->  decide  ->  write
-    (thread pool, bounded)   (main thread, batched ONNX Runtime)
+    read  ->  decode  ->  embed  ->  text  ->  search  ->  decide  ->  write
+    (thread pool, bounded)   (main thread, batched ONNX Runtime; text: OCR, when on)
 
 ``read`` and ``decode`` (file bytes, JPEG draft-mode decode, letterbox onto the model canvas) run in
 a pool of threads, at most ``max_inflight`` images ahead of the embedder, so decoding overlaps
@@ -15,6 +15,12 @@ line and fsyncing every few lines. A bad image becomes an ``error`` row, never a
 and skips inputs already answered (key: image path + listing_id, counted, so an input listed twice
 is answered twice, never more), so a killed scan continues where it stopped with no row missing or
 duplicated.
+
+Text evidence (:mod:`ccu_vision.text`): with a model that carries ``ccu.text_scoring`` and a catalog
+whose thresholds include ``logo_text``, each photo is also read by OCR (at most
+:data:`ccu_vision.text.PHOTO_SIDE` px) and the matcher adds what the text shows. ``text=None`` (the
+default) turns it on when both allow it and the OCR engine is installed; ``True`` requires it (a
+clear error otherwise); ``False`` turns it off (logo flags then use the ``logo`` threshold).
 """
 
 from __future__ import annotations
@@ -36,13 +42,13 @@ import numpy as np
 from . import verify
 from .errors import CcuError, ImageError
 from .jsontext import dumps_utf8
-from .matcher import DEFAULT_REGION_K, DEFAULT_TOP_K, CatalogLike, match_photos
+from .matcher import DEFAULT_REGION_K, DEFAULT_TOP_K, CatalogLike, TextContext, match_photos
 from .preprocess import Letterbox, letterbox
 
 log = logging.getLogger(__name__)
 
 MANIFEST_EXTENSIONS = {".csv", ".jsonl", ".json", ".ndjson", ".tsv", ".txt"}
-STAGES = ("read", "decode", "decode_wait", "embed", "search", "verify", "decide", "write")
+STAGES = ("read", "decode", "decode_wait", "embed", "text", "search", "verify", "decide", "write")
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -176,6 +182,7 @@ class ScanSummary:
     wall_s: float = 0.0
     workers: int = 0
     batch_size: int = 0
+    text: bool = False  # whether text evidence (OCR) was on
     stages: dict[str, StageTime] = field(default_factory=lambda: {s: StageTime() for s in STAGES})
 
     @property
@@ -189,7 +196,7 @@ class ScanSummary:
             "ok": self.ok, "errors": self.errors, "flagged": self.flagged, "clear": self.clear,
             "dropped_partial_line": self.dropped_partial_line,
             "wall_s": round(self.wall_s, 4), "images_per_s": round(self.images_per_s, 2),
-            "workers": self.workers, "batch_size": self.batch_size,
+            "workers": self.workers, "batch_size": self.batch_size, "text": self.text,
             "stages": {k: v.to_dict() for k, v in self.stages.items()},
         }
 
@@ -199,8 +206,8 @@ class ScanSummary:
             f"scanned {self.scanned} images in {self.wall_s:.2f}s ({self.images_per_s:.1f} images/s)"
             + (f", {self.skipped} already in {self.out} (resumed)" if self.skipped else ""),
             f"  suspect: {self.flagged}   clear: {self.clear}   errors: {self.errors}",
-            f"  stages ({self.workers} decode threads, batch {self.batch_size}; threaded stages = busy time"
-            " summed over threads):",
+            f"  stages ({self.workers} decode threads, batch {self.batch_size}, text evidence "
+            f"{'on' if self.text else 'off'}; threaded stages = busy time summed over threads):",
         ]
         for name, st in self.stages.items():
             d = st.to_dict()
@@ -219,20 +226,24 @@ class _Decoded:
     error: str | None
     read_s: float
     decode_s: float
+    text_img: Any = None  # the photo as OCR reads it (text evidence on)
 
 
-def _decode(path: str, size: int, interp: str) -> _Decoded:
-    """Read + decode + letterbox one image (runs in a worker thread; never raises)."""
+def _decode(path: str, size: int, interp: str, text_side: int = 0) -> _Decoded:
+    """Read + decode + letterbox one image (runs in a worker thread; never raises). With
+    ``text_side`` the photo is decoded at least that large and also kept for OCR at that long side."""
     from . import imageio
+    from .text import photo_canvas
 
     t0 = time.perf_counter()
     t1 = t0
     try:
         data = imageio.read_image_bytes(path)
         t1 = time.perf_counter()
-        img = imageio.load_image_bytes(data, path, draft_size=size)
+        img = imageio.load_image_bytes(data, path, draft_size=max(size, text_side))
         canvas, lb = letterbox(img, size, interp)
-        return _Decoded(canvas, lb, None, t1 - t0, time.perf_counter() - t1)
+        text_img = photo_canvas(img, text_side) if text_side else None
+        return _Decoded(canvas, lb, None, t1 - t0, time.perf_counter() - t1, text_img)
     except ImageError as e:
         err = e.reason
     except Exception as e:  # noqa: BLE001 - a bad image must become an error row, whatever broke
@@ -253,19 +264,69 @@ def decode_for(embedder: Any, path: str | os.PathLike) -> tuple[np.ndarray, Lett
     return d.canvas, d.lb
 
 
+def text_context(embedder: Any, catalog: CatalogLike, text: bool | None = None) -> tuple[TextContext | None, Any]:
+    """(TextContext, reader) when text evidence is on for this model and catalog, else (None, None).
+
+    ``text=None``: on when the model has ``ccu.text_scoring``, the catalog's thresholds have
+    ``logo_text`` and the OCR engine is installed; ``True``: the same, but a clear error when one is
+    missing; ``False``: off.
+    """
+    import importlib.util
+
+    if text is False:
+        return None, None
+    cfg = getattr(embedder, "text_scoring", None)
+    why = None
+    if cfg is None:
+        why = "the model has no text scoring (ccu.text_scoring)"
+    elif "logo_text" not in (catalog.thresholds or {}):
+        why = ("the catalog's thresholds have no 'logo_text' threshold (a catalog made with an older "
+               "model: `ccu-vision reindex` pins the current one and its thresholds)")
+    elif importlib.util.find_spec("rapidocr_onnxruntime") is None:
+        why = "the OCR engine is not installed (pip install rapidocr-onnxruntime)"
+    if why is not None:
+        if text:
+            raise CcuError(f"text evidence is not available: {why}")
+        log.info("text evidence off: %s", why)
+        return None, None
+    from .text import default_reader
+    from .text_keys import catalog_text_keys
+
+    reader = default_reader()
+    keys, first = catalog_text_keys(catalog, reader)
+    return TextContext(cfg, keys, first), reader
+
+
+def warm_text_keys(embedder: Any, catalog: CatalogLike) -> None:
+    """Read the lettering of logo references not yet in the catalog's text cache (after an add), so
+    the next scan does not pay for it; a failure here only logs (the references are already added)."""
+    try:
+        text_context(embedder, catalog, None)
+    except Exception:  # noqa: BLE001 - the add succeeded; the next scan reads what is missing
+        log.warning("could not read the new logos' lettering now; the next scan will", exc_info=True)
+
+
 def check_image(path: str | os.PathLike, embedder: Any, catalog: CatalogLike, *, top_k: int = DEFAULT_TOP_K,
-                region_k: int = DEFAULT_REGION_K) -> dict:
+                region_k: int = DEFAULT_REGION_K, text: bool | None = None) -> dict:
     """Scan one image and return its row (same schema as a scan row). Raises ImageError if unreadable."""
-    canvas, lb = decode_for(embedder, path)
-    return check_canvas(path, canvas, lb, embedder, catalog, top_k=top_k, region_k=region_k)
+    from .text import PHOTO_SIDE
+
+    ctx, reader = text_context(embedder, catalog, text)
+    d = _decode(str(path), embedder.query_size, embedder.interp, PHOTO_SIDE if ctx is not None else 0)
+    if d.error is not None:
+        raise ImageError(path, d.error)
+    lines = [reader.read(d.text_img)] if ctx is not None else None
+    return check_canvas(path, d.canvas, d.lb, embedder, catalog, top_k=top_k, region_k=region_k,
+                        text=ctx, lines=lines)
 
 
 def check_canvas(path: str | os.PathLike, canvas: np.ndarray, lb: Letterbox, embedder: Any, catalog: CatalogLike,
-                 *, top_k: int = DEFAULT_TOP_K, region_k: int = DEFAULT_REGION_K) -> dict:
-    """The row of one already decoded image (see :func:`decode_for`)."""
+                 *, top_k: int = DEFAULT_TOP_K, region_k: int = DEFAULT_REGION_K, text: TextContext | None = None,
+                 lines: Sequence[Any] | None = None) -> dict:
+    """The row of one already decoded image (see :func:`decode_for`); ``text``/``lines``: text evidence."""
     photo = embedder.embed_canvases(canvas[None], [lb])[0]
     res = match_photos([photo], catalog, top_k=top_k, region_k=region_k,
-                       verifier=verify.for_catalog(embedder, catalog))[0]
+                       verifier=verify.for_catalog(embedder, catalog), text=text, texts=lines)[0]
     return ok_row(ScanInput(image=str(path)), res)
 
 
@@ -367,6 +428,7 @@ def run_scan(
     max_inflight: int | None = None,
     fsync_every: int = 64,
     progress: bool = True,
+    text: bool | None = None,
 ) -> ScanSummary:
     """Scan ``inputs`` into the JSONL file ``out`` and return a :class:`ScanSummary`.
 
@@ -402,6 +464,11 @@ def run_scan(
 
     size, interp = int(embedder.query_size), str(embedder.interp)
     verifier = verify.for_catalog(embedder, catalog)  # product keypoints are cached for the whole run
+    from .text import PHOTO_SIDE
+
+    text_ctx, reader = text_context(embedder, catalog, text)
+    summary.text = text_ctx is not None
+    text_side = PHOTO_SIDE if text_ctx is not None else 0
     match_t: dict[str, float] = {}
     from tqdm import tqdm
 
@@ -419,7 +486,7 @@ def run_scan(
                 nxt = next(it, None)
                 if nxt is None:
                     return
-                pending.append((nxt, pool.submit(_decode, nxt.image, size, interp)))
+                pending.append((nxt, pool.submit(_decode, nxt.image, size, interp, text_side)))
 
         def flush_batch(batch: list[tuple[ScanInput, _Decoded]]) -> None:
             nonlocal since_sync
@@ -433,8 +500,15 @@ def run_scan(
                 st["embed"].images += len(photos)
                 if photos:
                     idx = [i for i, _ in good if i not in errors]
+                    texts = None
+                    if text_ctx is not None:
+                        t0 = time.perf_counter()
+                        texts = [_read_text(reader, batch[i][1]) for i in idx]
+                        st["text"].seconds += time.perf_counter() - t0
+                        st["text"].images += len(idx)
                     for i, r in zip(idx, match_photos(photos, catalog, top_k=top_k, region_k=region_k,
-                                                      timings=match_t, verifier=verifier), strict=True):
+                                                      timings=match_t, verifier=verifier, text=text_ctx,
+                                                      texts=texts), strict=True):
                         results[i] = r
             t0 = time.perf_counter()
             lines = []
@@ -498,6 +572,15 @@ def run_scan(
     st["search"].images = st["decide"].images = st["verify"].images = summary.ok
     summary.wall_s = time.perf_counter() - t_wall
     return summary
+
+
+def _read_text(reader: Any, d: _Decoded) -> list:
+    """One photo's OCR lines; an OCR failure costs that photo its text evidence, not its row."""
+    try:
+        return reader.read(d.text_img)
+    except Exception:  # noqa: BLE001 - the image scan goes on without text for this photo
+        log.warning("text reading failed for one image; scored without text", exc_info=True)
+        return []
 
 
 def _embed(embedder: Any, decoded: list[_Decoded], errors: dict[int, str], index: list[int]) -> list:

@@ -73,7 +73,8 @@ def _above_top(scores: list[float] | np.ndarray, k: int) -> float:
     return float(np.nextafter(s[k], np.inf)) if k < len(s) else -np.inf
 
 
-KINDS = {"logo": "logo", "near_duplicate": "product"}  # threshold name -> match kind in a result row
+# threshold name -> match kind in a result row ("logo_text": logo scores with text evidence, ccu_vision.text)
+KINDS = {"logo": "logo", "logo_text": "logo", "near_duplicate": "product"}
 
 
 def top_scores(rows: list[dict], kind: str) -> list[float]:

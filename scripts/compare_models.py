@@ -4,11 +4,13 @@
     python scripts/compare_models.py --set lettered-calib out/ccu-lite0-v7d.onnx out/ccu-lite0-v5d.onnx
 
 Sets (built under out/eval-<name> on first use from the photo folder; all on held-out brands):
+  test            the test split (the benchmark's draw: test photos, seed 1234), read once after a decision
   calib           the calibration split (as ``python -m ccu_vision.train.calibrate`` builds it)
   calib2          icons, validation photos, seed 778: 1,200 positives, 2,000 negatives (larger calibration draw)
   calib3          as calib2 with seed 783 (a fresh decision draw, first used by fusion-quadratic-plan.md)
   calib4          as calib2 with seed 784 (a fresh decision draw, first used by light-view-plan.md)
   lettered-calib  lettered marks (brand names in held-out serif fonts, alone or with the symbol), validation photos
+  lettered-calib2 as lettered-calib with seed 785 (a fresh decision draw, first used by text-evidence-plan.md)
   lettered-test   the same on test photos and another seed (read once, after a decision)
   badge-calib     references uploaded as two-colour badge artwork (mark knocked out of a brand-colour badge), badges in the listings
   badge-test      the same on test photos and another seed (read once, after a decision)
@@ -33,6 +35,7 @@ from ccu_vision.evalset import EvalConfig, build_eval_set, read_truth
 from ccu_vision.evaluate import dup_metrics, logo_metrics, rank_with_embedder
 
 SETS = {
+    "test": EvalConfig(),  # the test split (the benchmark's default draw), read once after a decision
     "calib": EvalConfig(split="validation", seed=777, n_products=120, n_lookalikes=150),  # out/eval-calib
     "calib2": EvalConfig(split="validation", seed=778, n_brands=300, pos_per_brand=4, n_unregistered=1200,
                          n_clean=800, n_products=120, n_lookalikes=150),
@@ -42,6 +45,8 @@ SETS = {
                          n_clean=800, n_products=120, n_lookalikes=150),
     "lettered-calib": EvalConfig(split="validation", seed=779, n_brands=300, pos_per_brand=2, n_unregistered=300,
                                  n_clean=200, n_products=30, n_lookalikes=30, marks="lettered"),
+    "lettered-calib2": EvalConfig(split="validation", seed=785, n_brands=300, pos_per_brand=2, n_unregistered=300,
+                                  n_clean=200, n_products=30, n_lookalikes=30, marks="lettered"),
     "lettered-test": EvalConfig(split="test", seed=1235, n_brands=300, pos_per_brand=2, n_unregistered=300,
                                 n_clean=200, n_products=30, n_lookalikes=30, marks="lettered"),
     "badge-calib": EvalConfig(split="validation", seed=780, n_brands=300, pos_per_brand=2, n_unregistered=300,
@@ -60,7 +65,7 @@ SETS = {
 
 
 KEYS = ("recall@1", "recall@5", "ap", "tpr@0.01fpr")
-DEFAULT_MODEL = "ccu_vision/models/ccu-lite0-v15cdpf.onnx"
+DEFAULT_MODEL = "ccu_vision/models/ccu-lite0-v15cdpft.onnx"
 
 
 def one_model_args(doc: str, many_sets: bool = False) -> argparse.ArgumentParser:

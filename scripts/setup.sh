@@ -15,3 +15,9 @@ case "$mode" in
   full)  .venv/bin/python -m pip install -q -e '.[train,bench,test]' ;;
   *) echo "usage: $0 [light|full]" >&2; exit 2 ;;
 esac
+# The OCR engine (rapidocr-onnxruntime) asks for the GUI build of OpenCV beside our headless one; both
+# install the same cv2 package, so put the headless build's files back last: no libGL/Qt needed.
+if .venv/bin/python -m pip show -q opencv-python >/dev/null 2>&1; then
+  v=$(.venv/bin/python -c "import importlib.metadata as m; print(m.version('opencv-python-headless'))")
+  .venv/bin/python -m pip install -q --force-reinstall --no-deps "opencv-python-headless==$v"
+fi

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -45,6 +47,12 @@ def test_model_describes_itself(shipped: Embedder) -> None:
     assert sc is not None and sc.fused and sc.head_margins == (0.0, 0.4)
     assert "python -m ccu_vision.train.logo_scoring fit" in info.extra["train_command"]
     assert "python -m ccu_vision.train.logo_scoring attach" in info.extra["train_command"]
+    # text evidence (OCR of brand names and logo lettering), with its own calibrated logo threshold;
+    # a brand named in the text but not seen by the image search never reaches it on text alone
+    ts = shipped.text_scoring
+    assert ts is not None and ts.beta > 0 and "python scripts/text_evidence.py attach" in info.extra["train_command"]
+    assert th["logo"] < 1 and 0 < th["logo_text"] < 1 and th["negatives"]["logo_text"] >= 1000
+    assert 1 / (1 + math.exp(-(ts.gamma + ts.beta))) < th["logo_text"]
 
 
 def test_proposal_head_finds_placed_marks(shipped: Embedder) -> None:
@@ -93,3 +101,67 @@ def test_small_demo_scores_against_truth(shipped: Embedder, tmp_path: Path, monk
 DUP_RECALL = 0.5
 LOGO_RECALL = 0.1
 LISTING_PRECISION = 0.6
+
+
+@pytest.mark.skipif(importlib.util.find_spec("rapidocr_onnxruntime") is None, reason="OCR engine not installed")
+def test_text_evidence_raises_a_printed_brand_name(shipped: Embedder, tmp_path: Path) -> None:
+    """A held-out wordmark printed on a photo: with text evidence its brand scores higher than without,
+    the row says what was read, and a brand is never flagged on its name alone (the image search
+    must have listed it too)."""
+    import numpy as np
+    from PIL import Image, ImageDraw, ImageFont
+
+    from ccu_vision import synth
+    from ccu_vision.catalog import Catalog
+    from ccu_vision.logos import brands as split_brands
+    from ccu_vision.logos import trim_mask as synth_trim
+    from ccu_vision.photos import procedural_photos
+    from ccu_vision.references import add_paths
+    from ccu_vision.scan import check_image, warm_text_keys
+
+    pool = [b for b in split_brands("heldout") if b.title.isalpha() and 5 <= len(b.title) <= 8][:6]
+    assert len(pool) == 6
+    try:
+        font = ImageFont.truetype("DejaVuSans-Bold.ttf", 64)
+    except OSError:
+        font = ImageFont.load_default(64)
+    logos = tmp_path / "logos"
+    logos.mkdir()
+    for b in pool:  # wordmark references: the brand's name, black on transparent
+        im = Image.new("RGBA", (420, 90), (0, 0, 0, 0))
+        ImageDraw.Draw(im).text((8, 6), b.title, fill=(0, 0, 0, 255), font=font)
+        im.save(logos / f"{b.slug}.png")
+    home = tmp_path / "home"
+    with Catalog.open(home, shipped.info, create=True) as cat:
+        for b in pool:
+            assert all(ev.ok for ev in add_paths(cat, shipped, [logos / f"{b.slug}.png"], b.title, "logo"))
+        warm_text_keys(shipped, cat)
+    target = pool[0]
+    bg = procedural_photos(2, 480, seed=3)
+    shirt = Image.fromarray(bg[0]).convert("RGB")
+    mask = np.asarray(Image.open(logos / f"{target.slug}.png"))[:, :, 3].astype(np.float32) / 255.0
+    rng = np.random.default_rng(0)
+    printed = synth.place_mark(np.asarray(shirt), synth_trim(mask), 260, rng, style="print", occlude=0.0)[0]
+    listing = tmp_path / "listing.jpg"
+    Image.fromarray(printed).save(listing, quality=92)
+    named = tmp_path / "named.jpg"  # the name in small plain type on a label, no mark drawn
+    im = Image.fromarray(bg[1]).convert("RGB")
+    d = ImageDraw.Draw(im)
+    d.rectangle([20, 400, 300, 460], fill=(250, 250, 250))
+    d.text((30, 410), f"like {pool[1].title.lower()}", fill=(20, 20, 20), font=font.font_variant(size=30))
+    im.save(named, quality=92)
+    with Catalog.open(home, shipped.info, readonly=True) as cat:
+        on = check_image(listing, shipped, cat, text=True)
+        off = check_image(listing, shipped, cat, text=False)
+        only_named = check_image(named, shipped, cat, text=True)
+        named_off = check_image(named, shipped, cat, text=False)
+    score = lambda row, brand: max((m["score"] for m in row["matches"]  # noqa: E731
+                                    if m["kind"] == "logo" and m["brand"] == brand), default=0.0)
+    assert "text" in on and "text" not in off
+    assert score(on, target.title) > score(off, target.title)
+    top = next(m for m in on["matches"] if m["kind"] == "logo")
+    assert top["brand"] == target.title and top["text_match"] > 0.5, on
+    assert any(m.get("text_match") for m in only_named["matches"]), only_named  # the name was read
+    for row, row_off in ((on, off), (only_named, named_off)):
+        for f in row["flags"]:
+            assert f["type"] != "logo" or score(row_off, f["brand"]) > 0, (row, row_off)

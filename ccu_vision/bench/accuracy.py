@@ -185,7 +185,9 @@ def run_model(spec: ModelSpec, root: Path, k: int, threads: int | None) -> Metho
         emb.verify = VerifyConfig()
     run.info["dup_scoring"] = emb.verify.to_dict() if emb.verify is not None else "global descriptor"
     t0 = time.perf_counter()
-    run.logo_ranked, run.dup_ranked, run.boxes = rank_with_embedder(emb, root, k=k)
+    text = getattr(emb, "text_scoring", None) is not None  # a model with text evidence is measured with it
+    run.info["text_evidence"] = text
+    run.logo_ranked, run.dup_ranked, run.boxes = rank_with_embedder(emb, root, k=k, text=text)
     run.seconds = time.perf_counter() - t0
     return run
 

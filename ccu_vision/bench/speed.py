@@ -182,6 +182,11 @@ def _child_build(a: dict) -> dict:
                 raise RuntimeError(f"{len(bad)} references failed, first: {bad[0].path}: {bad[0].error}")
             out["import_s"] = round(time.perf_counter() - t0, 3)
             out["imported"] = len(events)
+        from ..scan import warm_text_keys
+
+        t1 = time.perf_counter()
+        warm_text_keys(emb, cat)  # the logos' lettering is read at add time, not in the timed scans
+        out["text_keys_s"] = round(time.perf_counter() - t1, 3)
         extra = int(a.get("extra", 0))
         if extra:
             t1 = time.perf_counter()
