@@ -103,9 +103,21 @@ def combine(draw: dict, beta: float, gamma: float) -> list[list[tuple[str, float
     return [rerank(ranked, m, cfg) for ranked, m in zip(draw["ranked"], draw["matches"])]
 
 
-def metrics(draw: dict, ranked: list) -> dict:
+def metrics(draw: dict, ranked: list, threshold: float | None = None) -> dict:
+    """The draw's logo metrics; with ``threshold``, also the flags it raises (precision, recall, FPR)."""
     lm = logo_metrics(draw["truth"], ranked, n_boot=0)
-    return {k: round(lm[k], 4) for k in KEYS}
+    out = {k: round(lm[k], 4) for k in KEYS}
+    if threshold is not None:
+        rows = [t for t in draw["truth"] if t["task"] == "logo"]
+        top = [r[0] if r else ("", -1.0) for r in ranked]
+        flag = [s >= threshold for _, s in top]
+        right = [f and t["kind"] == "registered" and b == t["brand"] for f, t, (b, _) in zip(flag, rows, top)]
+        n_neg = sum(t["kind"] != "registered" for t in rows)
+        out.update(threshold=threshold, flagged=int(sum(flag)),
+                   precision=round(sum(right) / max(sum(flag), 1), 4),
+                   recall=round(sum(right) / max(len(rows) - n_neg, 1), 4),
+                   fpr=round(sum(f and t["kind"] != "registered" for f, t in zip(flag, rows)) / max(n_neg, 1), 4))
+    return out
 
 
 def fit(draws: list[dict]) -> tuple[float, float, float]:
@@ -132,10 +144,12 @@ def cmd_eval(args: argparse.Namespace) -> None:
               f"{false}/{len(rows) - n_pos} negatives match some registered brand's text")
     beta, gamma, ap = fit(fit_draws)
     print(f"fit on {'+'.join(args.fit)}: beta {beta}, gamma {gamma} (mean AP {ap:.4f})")
-    for name in [*args.fit, *args.decide, *args.no_harm]:
+    th = Embedder(args.model).info.thresholds if args.flags else {}  # flags at the model's stored thresholds
+    for name in [*args.fit, *args.decide, *args.no_harm, *args.read]:
         d = next((f for f in fit_draws if f["name"] == name), None) or load_draw(name, args.photos)
-        role = "fit" if name in args.fit else "decide" if name in args.decide else "no-harm"
-        base, new = metrics(d, d["ranked"]), metrics(d, combine(d, beta, gamma))
+        role = ("fit" if name in args.fit else "decide" if name in args.decide else
+                "no-harm" if name in args.no_harm else "read")
+        base, new = metrics(d, d["ranked"], th.get("logo")), metrics(d, combine(d, beta, gamma), th.get("logo_text"))
         print(f"{role:8s} {name:18s} base {json.dumps(base)}\n{'':27s} text {json.dumps(new)}")
 
 
@@ -181,6 +195,11 @@ def main() -> None:
     p.add_argument("--fit", action="append", required=True, choices=sorted(SETS))
     p.add_argument("--decide", action="append", default=[], choices=sorted(SETS))
     p.add_argument("--no-harm", action="append", default=[], choices=sorted(SETS))
+    p.add_argument("--read", action="append", default=[], choices=sorted(SETS),
+                   help="draws read once after the decision (test draws)")
+    p.add_argument("--flags", action="store_true",
+                   help="also the flags at --model's stored logo / logo_text thresholds")
+    p.add_argument("--model", default=DEFAULT_MODEL)
     p = sub.add_parser("attach")
     p.add_argument("--fit", action="append", required=True, choices=sorted(SETS))
     p.add_argument("--calib", action="append", required=True, choices=sorted(SETS))
