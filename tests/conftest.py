@@ -254,3 +254,17 @@ def tiny_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from ccu_vision.tinymodel import make_tiny_model
 
     return make_tiny_model(tmp_path_factory.mktemp("tiny-model") / "tiny.onnx")
+
+
+@pytest.fixture(scope="session")
+def tiny_eval_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny evaluation set (``EvalConfig.tiny()``) built on 16 seeded procedural photos (session-scoped)."""
+    from ccu_vision.evalset import EvalConfig, build_eval_set
+    from ccu_vision.photos import procedural_photos
+
+    base = tmp_path_factory.mktemp("tiny-eval")
+    photos = base / "photos"
+    photos.mkdir()
+    for i, p in enumerate(procedural_photos(16, 256, seed=5)):
+        Image.fromarray(p).save(photos / f"p{i:02d}.jpg", quality=90)
+    return build_eval_set(base / "set", EvalConfig.tiny(), photos_dir=photos)

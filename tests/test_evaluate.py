@@ -259,16 +259,8 @@ def test_tpr_at_fpr_matches_brute_force() -> None:
 
 
 @pytest.fixture(scope="module")
-def tiny_eval(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from ccu_vision.evalset import EvalConfig, build_eval_set
-    from ccu_vision.photos import procedural_photos
-
-    base = tmp_path_factory.mktemp("eval")
-    photos = base / "photos"
-    photos.mkdir()
-    for i, p in enumerate(procedural_photos(16, 256, seed=5)):
-        Image.fromarray(p).save(photos / f"p{i:02d}.jpg", quality=90)
-    return build_eval_set(base / "set", EvalConfig.tiny(), photos_dir=photos)
+def tiny_eval(tiny_eval_set: Path) -> Path:
+    return tiny_eval_set
 
 
 def test_rank_with_embedder_matches_brute_force(tiny_eval: Path, tiny_model_path: Path) -> None:

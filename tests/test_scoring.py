@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 from test_proposals import DIM, BruteCatalog, photo, random_head
 
 from ccu_vision.embedder import (
@@ -205,17 +204,11 @@ def test_scan_and_dense_scores_agree_with_fusion(models) -> None:
     assert np.allclose(dense_logo_scores(replace(pe, scoring=replace(pe.scoring, weights=None)), refs)[0], plain)
 
 
-def test_fit_on_an_evaluation_set_and_score_with_it(models, tmp_path: Path) -> None:
-    from ccu_vision.evalset import EvalConfig, build_eval_set
+def test_fit_on_an_evaluation_set_and_score_with_it(models, tiny_eval_set: Path, tmp_path: Path) -> None:
     from ccu_vision.evaluate import rank_with_embedder
-    from ccu_vision.photos import procedural_photos
 
     head, _ = models
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for i, p in enumerate(procedural_photos(16, 256, seed=5)):
-        Image.fromarray(p).save(photos / f"p{i:02d}.jpg", quality=90)
-    root = build_eval_set(tmp_path / "set", EvalConfig.tiny(), photos_dir=photos)
+    root = tiny_eval_set
     scoring, report = fit(head, root, (0.4,), candidates=3)
     assert scoring.fused and scoring.head_margins == (0.4,) and tuple(report["weights"]) == DEFAULT_FEATURES
     again, _ = fit(head, root, (0.4,), candidates=3)

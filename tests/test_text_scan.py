@@ -162,19 +162,14 @@ def test_cli_check_and_scan_read_the_brand_name(models, tmp_path: Path) -> None:
     assert len(r.stderr.strip().splitlines()) == 1
 
 
-def test_rank_with_embedder_adds_text_as_the_scan_does(models, tmp_path: Path, monkeypatch) -> None:
+def test_rank_with_embedder_adds_text_as_the_scan_does(models, tiny_eval_set: Path, monkeypatch) -> None:
     import ccu_vision.text as text_mod
-    from ccu_vision.evalset import EvalConfig, build_eval_set, read_truth
+    from ccu_vision.evalset import read_truth
     from ccu_vision.evaluate import rank_with_embedder
-    from ccu_vision.photos import procedural_photos
     from ccu_vision.text import brand_keys, rerank
 
     fused, text = models
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for i, p in enumerate(procedural_photos(12, 256, seed=5)):
-        Image.fromarray(p).save(photos / f"p{i:02d}.jpg", quality=90)
-    root = build_eval_set(tmp_path / "set", EvalConfig.tiny(), photos_dir=photos)
+    root = tiny_eval_set
     slugs = sorted(p.stem for p in (root / "logos").glob("*.png"))
     target = next(s for s in slugs if len(brand_keys(s)) == 1)
 
