@@ -184,7 +184,8 @@ def build_report(
         for f in flags:
             box = f.get("box")
             parts.append(
-                f"<tr><td>{_e(f.get('type'))}</td><td>{_e(f.get('brand'))}</td>"
+                f"<tr><td>{_e(f.get('type'))}</td><td>{_e(f.get('brand'))}"
+                + (f"<br><small>text &ldquo;{_e(f['text'])}&rdquo;</small>" if f.get("text") else "") + "</td>"
                 f'<td class="over">{float(f.get("score", 0)):.3f}</td><td>&ge; {float(f.get("threshold", 0)):.3f}</td>'
                 f"<td>{_e(box) if box else ''}</td></tr>"
             )

@@ -41,7 +41,7 @@ def _rows(tmp_path: Path) -> tuple[list[dict], StubCatalog]:
          "verdict": "error", "flags": [], "matches": []},
         {"image": str(listing), "listing_id": "L<7>", "status": "ok", "verdict": "suspect",
          "flags": [{"type": "logo", "brand": evil, "ref_id": "r1", "score": 0.97, "threshold": 0.8,
-                    "box": [100, 50, 300, 250]}],
+                    "box": [100, 50, 300, 250], "text": "<i>HUGO</i> BOSS"}],
          "matches": [{"ref_id": "r1", "brand": evil, "kind": "logo", "score": 0.97, "box": [100, 50, 300, 250]}]},
         {"image": str(tmp_path / "gone.jpg"), "status": "ok", "verdict": "suspect",
          "flags": [{"type": "near_duplicate", "brand": "Acme & Co", "ref_id": "missing", "score": 0.91,
@@ -69,6 +69,7 @@ def test_report_flagged_first_escaped_self_contained(tmp_path: Path) -> None:
     assert "<b>Air</b>" not in html and "Nike &lt;b&gt;Air&lt;/b&gt;" in html
     assert "listing &lt;1&gt;.png" in html and "L&lt;7&gt;" in html and "seller&amp;1" in html
     assert "Acme &amp; Co" in html and "empty file &lt;0 bytes&gt;" in html
+    assert "text &ldquo;&lt;i&gt;HUGO&lt;/i&gt; BOSS&rdquo;" in html  # the text that matched, escaped
     # self-contained: no external resource references
     assert not re.search(r'(src|href)="(?!data:)', html)
     # flagged listings first (highest score first), then clear, then errors
