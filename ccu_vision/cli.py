@@ -428,13 +428,15 @@ Examples:
 @click.pass_context
 def check(ctx: click.Context, image: Path, as_json: bool, top_k: int, text: bool | None) -> None:
     """Check one listing image: verdict, brand, what matched, score vs threshold, where."""
-    from .scan import check_image, decode_for
+    from .scan import check_image, decode_checked
+    from .text import PHOTO_SIDE
 
     st = _state(ctx)
     emb = st.embedder()
-    decode_for(emb, image)  # an unreadable image is reported before anything else
+    side = PHOTO_SIDE if text is not False and getattr(emb, "text_scoring", None) is not None else 0  # what the check will want
+    d = decode_checked(emb, image, side)  # an unreadable image is reported before anything else
     cat = st.catalog(readonly=True)
-    row = check_image(image, emb, cat, top_k=top_k, text=text)
+    row = check_image(image, emb, cat, top_k=top_k, text=text, decoded=d)
     if as_json:
         _echo_json(row)
     else:

@@ -227,6 +227,7 @@ class _Decoded:
     read_s: float
     decode_s: float
     text_img: Any = None  # the photo as OCR reads it (text evidence on)
+    text_side: int = 0  # the text_side it was decoded for
 
 
 def _decode(path: str, size: int, interp: str, text_side: int = 0) -> _Decoded:
@@ -243,7 +244,7 @@ def _decode(path: str, size: int, interp: str, text_side: int = 0) -> _Decoded:
         img = imageio.load_image_bytes(data, path, draft_size=max(size, text_side))
         canvas, lb = letterbox(img, size, interp)
         text_img = photo_canvas(img, text_side) if text_side else None
-        return _Decoded(canvas, lb, None, t1 - t0, time.perf_counter() - t1, text_img)
+        return _Decoded(canvas, lb, None, t1 - t0, time.perf_counter() - t1, text_img, text_side)
     except ImageError as e:
         err = e.reason
     except Exception as e:  # noqa: BLE001 - a bad image must become an error row, whatever broke
@@ -255,13 +256,13 @@ def _decode(path: str, size: int, interp: str, text_side: int = 0) -> _Decoded:
     return _Decoded(None, None, err, t1 - t0, t2 - t1)
 
 
-def decode_for(embedder: Any, path: str | os.PathLike) -> tuple[np.ndarray, Letterbox]:
-    """Decode one image onto the embedder's query canvas; raises :class:`ImageError`."""
-    d = _decode(str(path), embedder.query_size, embedder.interp)
+def decode_checked(embedder: Any, path: str | os.PathLike, text_side: int = 0) -> _Decoded:
+    """Decode one image as a scan does (``text_side``: also for OCR); raises :class:`ImageError`."""
+    d = _decode(str(path), embedder.query_size, embedder.interp, text_side)
     if d.error is not None:
         raise ImageError(path, d.error)
     assert d.canvas is not None and d.lb is not None
-    return d.canvas, d.lb
+    return d
 
 
 def text_context(embedder: Any, catalog: CatalogLike, text: bool | None = None) -> tuple[TextContext | None, Any]:
@@ -307,14 +308,16 @@ def warm_text_keys(embedder: Any, catalog: CatalogLike) -> None:
 
 
 def check_image(path: str | os.PathLike, embedder: Any, catalog: CatalogLike, *, top_k: int = DEFAULT_TOP_K,
-                region_k: int = DEFAULT_REGION_K, text: bool | None = None) -> dict:
-    """Scan one image and return its row (same schema as a scan row). Raises ImageError if unreadable."""
+                region_k: int = DEFAULT_REGION_K, text: bool | None = None, decoded: _Decoded | None = None) -> dict:
+    """Scan one image and return its row (same schema as a scan row). Raises ImageError if unreadable.
+
+    ``decoded`` (from :func:`decode_checked`) is used when it was decoded for the text setting this
+    model and catalog end up with, so a caller that checked the file first does not decode it twice."""
     from .text import PHOTO_SIDE
 
     ctx, reader = text_context(embedder, catalog, text)
-    d = _decode(str(path), embedder.query_size, embedder.interp, PHOTO_SIDE if ctx is not None else 0)
-    if d.error is not None:
-        raise ImageError(path, d.error)
+    side = PHOTO_SIDE if ctx is not None else 0
+    d = decoded if decoded is not None and decoded.text_side == side else decode_checked(embedder, path, side)
     lines = [reader.read(d.text_img)] if ctx is not None else None
     return check_canvas(path, d.canvas, d.lb, embedder, catalog, top_k=top_k, region_k=region_k,
                         text=ctx, lines=lines)
@@ -323,7 +326,7 @@ def check_image(path: str | os.PathLike, embedder: Any, catalog: CatalogLike, *,
 def check_canvas(path: str | os.PathLike, canvas: np.ndarray, lb: Letterbox, embedder: Any, catalog: CatalogLike,
                  *, top_k: int = DEFAULT_TOP_K, region_k: int = DEFAULT_REGION_K, text: TextContext | None = None,
                  lines: Sequence[Any] | None = None) -> dict:
-    """The row of one already decoded image (see :func:`decode_for`); ``text``/``lines``: text evidence."""
+    """The row of one already decoded image (see :func:`decode_checked`); ``text``/``lines``: text evidence."""
     photo = embedder.embed_canvases(canvas[None], [lb])[0]
     res = match_photos([photo], catalog, top_k=top_k, region_k=region_k,
                        verifier=verify.for_catalog(embedder, catalog), text=text, texts=lines)[0]
