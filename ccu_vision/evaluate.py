@@ -242,16 +242,16 @@ def rank_with_embedder(embedder, root: str | Path, k: int = 10, batch: int = 32,
     logo_rows = [t for t in truth if t["task"] == "logo"] if logo else []
     dup_rows = [t for t in truth if t["task"] == "dup"]
     logo_ranked, boxes = [], []
+    with_text = _TextRanker(embedder, root, slugs) if text and logo_rows else None
     for i in range(0, len(logo_rows), batch):
         ims = [Image.open(root / t["query"]).convert("RGB") for t in logo_rows[i : i + batch]]
-        for e in embedder.embed_photos(ims):
+        for im, e in zip(ims, embedder.embed_photos(ims), strict=True):
             best, best_r = dense_logo_scores(e, logos, owner)  # the scan's scoring, exactly
             order = np.argsort(-best)[:k]
             order = order[np.isfinite(best[order])]  # a fused scoring scores only its candidates
-            logo_ranked.append([(slugs[j], float(best[j])) for j in order])
+            ranked = [(slugs[j], float(best[j])) for j in order]
+            logo_ranked.append(with_text(ranked, im, k) if with_text is not None else ranked)
             boxes.append(e.boxes[best_r[order[0]]].tolist() if len(order) else None)
-    if text and logo_rows:
-        logo_ranked = _with_text(embedder, root, slugs, logo_rows, logo_ranked, k)
     dup_ranked = []
     for i in range(0, len(dup_rows), batch):
         ims = [Image.open(root / t["query"]).convert("RGB") for t in dup_rows[i : i + batch]]
@@ -262,21 +262,25 @@ def rank_with_embedder(embedder, root: str | Path, k: int = 10, batch: int = 32,
     return logo_ranked, dup_ranked, boxes
 
 
-def _with_text(embedder, root: Path, slugs: list[str], rows: list[dict], ranked: list[Ranked], k: int) -> list[Ranked]:
-    """Logo rankings with text evidence added (see :func:`rank_with_embedder`)."""
-    from .text import brand_keys, brand_matches, default_reader, rerank
+class _TextRanker:
+    """Adds text evidence to one query's logo ranking (see :func:`rank_with_embedder`); the keys are
+    read once per draw, each query photo once (the image already opened for embedding)."""
 
-    cfg = embedder.text_scoring
-    if cfg is None:
-        raise ValueError(f"{embedder.info.path}: the model has no text scoring (ccu.text_scoring)")
-    reader = default_reader()
-    keys = {s: brand_keys(s, reader.read_logo(Image.open(root / "logos" / f"{s}.png"))) for s in slugs}
-    keys = {s: ks for s, ks in keys.items() if ks}
-    out = []
-    for t, r in zip(rows, ranked, strict=True):
-        m = brand_matches(keys, reader.read(Image.open(root / t["query"]).convert("RGB")), cfg.min_conf)
-        out.append(rerank(r, m, cfg, k) if m else r)
-    return out
+    def __init__(self, embedder, root: Path, slugs: list[str]) -> None:
+        from .text import brand_keys, default_reader
+
+        self.cfg = embedder.text_scoring
+        if self.cfg is None:
+            raise ValueError(f"{embedder.info.path}: the model has no text scoring (ccu.text_scoring)")
+        self.reader = default_reader()
+        keys = {s: brand_keys(s, self.reader.read_logo(Image.open(root / "logos" / f"{s}.png"))) for s in slugs}
+        self.keys = {s: ks for s, ks in keys.items() if ks}
+
+    def __call__(self, ranked: Ranked, im: Image.Image, k: int) -> Ranked:
+        from .text import brand_matches, rerank
+
+        m = brand_matches(self.keys, self.reader.read(im), self.cfg.min_conf)
+        return rerank(ranked, m, self.cfg, k) if m else ranked
 
 
 def evaluate_embedder(embedder, root: str | Path) -> dict:

@@ -58,16 +58,18 @@ class TextLine:
         return [self.text, round(float(self.conf), 4)]
 
 
+def _fold(s: str) -> str:
+    return unicodedata.normalize("NFKD", s).encode("ascii", "ignore").decode("ascii").lower()
+
+
 def normalize(s: str) -> str:
     """Lower-case ASCII letters and digits only (accents folded): the form keys are compared in."""
-    folded = unicodedata.normalize("NFKD", s).encode("ascii", "ignore").decode("ascii").lower()
-    return _NON_ALNUM.sub("", folded)
+    return _NON_ALNUM.sub("", _fold(s))
 
 
 def words(s: str) -> list[str]:
     """The normalized words of a line (split on anything that is not a letter or digit)."""
-    folded = unicodedata.normalize("NFKD", s).encode("ascii", "ignore").decode("ascii").lower()
-    return [w for w in _NON_ALNUM.split(folded) if w]
+    return [w for w in _NON_ALNUM.split(_fold(s)) if w]
 
 
 def allowed_edits(n: int) -> int:
@@ -95,17 +97,13 @@ def brand_keys(name: str, logo_lines: Iterable[TextLine] = (), min_conf: float =
     return sorted(k for k in keys if len(k) >= MIN_KEY)
 
 
-def best_match(key: str, lines: Sequence[TextLine], min_conf: float = MIN_CONF) -> tuple[float, TextLine | None]:
-    """How well a listing's text shows ``key``, and the line that shows it: the best line's
-    confidence x (1 - edits / len(key)); (0, None) if no line does.
+_Candidate = tuple[str, float, list[str], TextLine]  # (normalized text, confidence, words, line)
 
-    The listing's lines are also tried joined in reading order, so a name split over two detected
-    lines ("HUGO" / "BOSS") still matches (that line's box spans them).
-    """
-    n = len(key)
+
+def _candidates(lines: Sequence[TextLine], min_conf: float) -> list[_Candidate]:
+    """A listing's confident lines in matching form, plus all of them joined in reading order (so a
+    name split over two detected lines, "HUGO" / "BOSS", still matches; that line's box spans them)."""
     good = [ln for ln in lines if ln.conf >= min_conf]
-    if n < MIN_KEY or not good:
-        return 0.0, None
     cands = [(normalize(ln.text), ln.conf, words(ln.text), ln) for ln in good]
     if len(good) > 1:
         boxes = [ln.box for ln in good if ln.box is not None]
@@ -113,7 +111,14 @@ def best_match(key: str, lines: Sequence[TextLine], min_conf: float = MIN_CONF) 
                 max(b[3] for b in boxes)) if len(boxes) == len(good) else None
         joined = TextLine(" ".join(ln.text for ln in good), min(ln.conf for ln in good), span)
         cands.append(("".join(c[0] for c in cands), joined.conf, [], joined))
+    return cands
+
+
+def _best(key: str, cands: Sequence[_Candidate]) -> tuple[float, TextLine | None]:
+    n = len(key)
     best, best_line = 0.0, None
+    if n < MIN_KEY:
+        return best, best_line
     for text, conf, ws, line in cands:
         q = 0.0
         if n <= SHORT_KEY:
@@ -126,6 +131,13 @@ def best_match(key: str, lines: Sequence[TextLine], min_conf: float = MIN_CONF) 
         if q > best:
             best, best_line = q, line
     return float(best), best_line
+
+
+def best_match(key: str, lines: Sequence[TextLine], min_conf: float = MIN_CONF) -> tuple[float, TextLine | None]:
+    """How well a listing's text shows ``key``, and the line that shows it: the best line's
+    confidence x (1 - edits / len(key)); (0, None) if no line does. The lines are also tried joined
+    in reading order (:func:`_candidates`)."""
+    return _best(key, _candidates(lines, min_conf))
 
 
 def match_quality(key: str, lines: Sequence[TextLine], min_conf: float = MIN_CONF) -> float:
@@ -269,11 +281,12 @@ def brand_evidence(keys: dict[str, list[str]], lines: Sequence[TextLine], min_co
                    ) -> dict[str, tuple[float, TextLine]]:
     """Each brand whose keys the listing's ``lines`` show: (best :func:`match_quality` > 0, that line)."""
     out: dict[str, tuple[float, TextLine]] = {}
-    if not any(ln.conf >= min_conf for ln in lines):
+    cands = _candidates(lines, min_conf)  # once per photo, not once per key
+    if not cands:
         return out
     for brand, ks in keys.items():
         for k in ks:
-            q, line = best_match(k, lines, min_conf)
+            q, line = _best(k, cands)
             if line is not None and q > out.get(brand, (0.0, None))[0]:
                 out[brand] = (q, line)
     return out
