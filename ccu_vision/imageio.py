@@ -284,6 +284,20 @@ def _decode_raster(
     return img
 
 
+def source_size(data: bytes, decoded: Image.Image) -> tuple[int, int]:
+    """The full pixel size of the image ``decoded`` came from, in ``decoded``'s orientation: a JPEG
+    decoded with ``draft_size`` is smaller than the file, and boxes reported for it must be in the
+    file's pixels. ``decoded.size`` when the header cannot be read again."""
+    try:
+        w, h = Image.open(io.BytesIO(data), formats=_PIL_FORMATS).size
+    except Exception:  # noqa: BLE001 - it decoded once; fall back to what it decoded to
+        return decoded.size
+    dw, dh = decoded.size
+    if (w > h) != (dw > dh) and w != h and dw != dh:  # EXIF rotated by 90 degrees
+        w, h = h, w
+    return (w, h) if w >= dw and h >= dh else decoded.size
+
+
 def sniff_format(data: bytes) -> str | None:
     """Raster format name (JPEG, PNG, GIF, BMP, TIFF, WEBP) from the file signature, or None."""
     for magic, fmt in (

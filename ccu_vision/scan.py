@@ -25,6 +25,7 @@ clear error otherwise); ``False`` turns it off (logo flags then use the ``logo``
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -243,6 +244,9 @@ def _decode(path: str, size: int, interp: str, text_side: int = 0) -> _Decoded:
         t1 = time.perf_counter()
         img = imageio.load_image_bytes(data, path, draft_size=max(size, text_side))
         canvas, lb = letterbox(img, size, interp)
+        full = imageio.source_size(data, img)
+        if full != img.size:  # a JPEG draft decode: boxes are reported in the file's pixels
+            lb = dataclasses.replace(lb, scale=lb.scale * img.size[0] / full[0], width=full[0], height=full[1])
         text_img = photo_canvas(img, text_side) if text_side else None
         return _Decoded(canvas, lb, None, t1 - t0, time.perf_counter() - t1, text_img, text_side)
     except ImageError as e:

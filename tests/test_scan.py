@@ -378,3 +378,30 @@ def test_a_failed_results_write_names_the_file(tmp_path: Path) -> None:
     with open(out, "a", encoding="utf-8") as f:  # and a working file gets every line, fsynced
         _write_rows(f, ['{"a": 1}\n', '{"b": 2}\n'], out, sync=True)
     assert out.read_text() == '{"a": 1}\n{"b": 2}\n'
+
+
+def test_boxes_of_a_draft_decoded_jpeg_are_in_the_files_pixels(tmp_path: Path, embedder: Embedder) -> None:
+    """A big JPEG is decoded at a fraction of its size (libjpeg draft); its boxes still come back in
+    the file's pixels, as for the same picture stored as PNG (decoded at full size)."""
+    from ccu_vision import imageio
+    from ccu_vision.scan import decode_checked
+
+    big = noise_image(5, (3200, 2400))
+    jpg, png = tmp_path / "big.jpg", tmp_path / "big.png"
+    big.save(jpg, quality=95)
+    big.save(png)
+    assert imageio.load_image(jpg, draft_size=embedder.query_size).size[0] < 3200  # it is drafted
+    boxes = []
+    for p in (jpg, png):
+        d = decode_checked(embedder, p)
+        assert (d.lb.width, d.lb.height) == (3200, 2400)
+        boxes.append(embedder.embed_canvases(d.canvas[None], [d.lb])[0].boxes)
+    assert boxes[0].shape == boxes[1].shape and boxes[1][:, 2].max() > 3000
+    assert np.abs(boxes[0] - boxes[1]).max() <= 4  # every region: the same box, to the draft's rounding
+    cat = FakeCatalog({"logo": 2.0, "near_duplicate": 2.0})
+    for i, v in enumerate(unit(np.random.default_rng(0), 6, embedder.dim)):
+        cat.add(f"L{i}", f"brand{i}", "logo", v)
+    row = check_image(jpg, embedder, cat)
+    got = np.array([m["box"] for m in row["matches"] if m["kind"] == "logo"], float)
+    assert len(got) and (got[:, [0, 2]] <= 3200).all() and (got[:, [1, 3]] <= 2400).all()
+    assert all((np.abs(boxes[1] - g).max(1) <= 5).any() for g in got)  # a row's box is one of the file-pixel boxes
