@@ -429,12 +429,11 @@ Examples:
 def check(ctx: click.Context, image: Path, as_json: bool, top_k: int, text: bool | None) -> None:
     """Check one listing image: verdict, brand, what matched, score vs threshold, where."""
     from .scan import check_image, decode_checked
-    from .text import PHOTO_SIDE
 
     st = _state(ctx)
     emb = st.embedder()
-    side = PHOTO_SIDE if text is not False and getattr(emb, "text_scoring", None) is not None else 0  # what the check will want
-    d = decode_checked(emb, image, side)  # an unreadable image is reported before anything else
+    cfg = getattr(emb, "text_scoring", None) if text is not False else None
+    d = decode_checked(emb, image, cfg.photo if cfg is not None else None)  # bad image reported first; decoded as the check will want
     cat = st.catalog(readonly=True)
     row = check_image(image, emb, cat, top_k=top_k, text=text, decoded=d)
     if as_json:

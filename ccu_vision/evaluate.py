@@ -279,7 +279,7 @@ class _TextRanker:
     def __call__(self, ranked: Ranked, im: Image.Image, k: int) -> Ranked:
         from .text import brand_matches, rerank
 
-        m = brand_matches(self.keys, self.reader.read(im), self.cfg.min_conf)
+        m = brand_matches(self.keys, self.reader.read(im, self.cfg.photo), self.cfg.min_conf)
         return rerank(ranked, m, self.cfg, k) if m else ranked
 
 

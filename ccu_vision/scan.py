@@ -17,8 +17,8 @@ is answered twice, never more), so a killed scan continues where it stopped with
 duplicated.
 
 Text evidence (:mod:`ccu_vision.text`): with a model that carries ``ccu.text_scoring`` and a catalog
-whose thresholds include ``logo_text``, each photo is also read by OCR (at most
-:data:`ccu_vision.text.PHOTO_SIDE` px) and the matcher adds what the text shows. ``text=None`` (the
+whose thresholds include ``logo_text``, each photo is also read by OCR (as the model's text scoring
+says, :class:`ccu_vision.text.PhotoOCR`) and the matcher adds what the text shows. ``text=None`` (the
 default) turns it on when both allow it and the OCR engine is installed; ``True`` requires it (a
 clear error otherwise); ``False`` turns it off (logo flags then use the ``logo`` threshold).
 """
@@ -228,12 +228,14 @@ class _Decoded:
     read_s: float
     decode_s: float
     text_img: Any = None  # the photo as OCR reads it (text evidence on)
-    text_side: int = 0  # the text_side it was decoded for
+    text_how: Any = None  # the PhotoOCR it was decoded for (None: text off)
+    text_src_w: int = 0  # the decoded photo's width (OCR boxes are given in its pixels)
 
 
-def _decode(path: str, size: int, interp: str, text_side: int = 0) -> _Decoded:
-    """Read + decode + letterbox one image (runs in a worker thread; never raises). With
-    ``text_side`` the photo is decoded at least that large and also kept for OCR at that long side."""
+def _decode(path: str, size: int, interp: str, text_how: Any = None) -> _Decoded:
+    """Read + decode + letterbox one image (runs in a worker thread; never raises). With ``text_how``
+    (a :class:`ccu_vision.text.PhotoOCR`) the photo is decoded at least that large and also kept as
+    OCR reads it."""
     from . import imageio
     from .text import photo_canvas
 
@@ -242,13 +244,14 @@ def _decode(path: str, size: int, interp: str, text_side: int = 0) -> _Decoded:
     try:
         data = imageio.read_image_bytes(path)
         t1 = time.perf_counter()
-        img = imageio.load_image_bytes(data, path, draft_size=max(size, text_side))
+        side = text_how.side if text_how is not None else 0
+        img = imageio.load_image_bytes(data, path, draft_size=max(size, side))
         canvas, lb = letterbox(img, size, interp)
         full = imageio.source_size(data, img)
         if full != img.size:  # a JPEG draft decode: boxes are reported in the file's pixels
             lb = dataclasses.replace(lb, scale=lb.scale * img.size[0] / full[0], width=full[0], height=full[1])
-        text_img = photo_canvas(img, text_side) if text_side else None
-        return _Decoded(canvas, lb, None, t1 - t0, time.perf_counter() - t1, text_img, text_side)
+        text_img = photo_canvas(img, side, text_how.exact) if text_how is not None else None
+        return _Decoded(canvas, lb, None, t1 - t0, time.perf_counter() - t1, text_img, text_how, full[0])
     except ImageError as e:
         err = e.reason
     except Exception as e:  # noqa: BLE001 - a bad image must become an error row, whatever broke
@@ -260,9 +263,9 @@ def _decode(path: str, size: int, interp: str, text_side: int = 0) -> _Decoded:
     return _Decoded(None, None, err, t1 - t0, t2 - t1)
 
 
-def decode_checked(embedder: Any, path: str | os.PathLike, text_side: int = 0) -> _Decoded:
-    """Decode one image as a scan does (``text_side``: also for OCR); raises :class:`ImageError`."""
-    d = _decode(str(path), embedder.query_size, embedder.interp, text_side)
+def decode_checked(embedder: Any, path: str | os.PathLike, text_how: Any = None) -> _Decoded:
+    """Decode one image as a scan does (``text_how``: also for OCR); raises :class:`ImageError`."""
+    d = _decode(str(path), embedder.query_size, embedder.interp, text_how)
     if d.error is not None:
         raise ImageError(path, d.error)
     assert d.canvas is not None and d.lb is not None
@@ -317,12 +320,10 @@ def check_image(path: str | os.PathLike, embedder: Any, catalog: CatalogLike, *,
 
     ``decoded`` (from :func:`decode_checked`) is used when it was decoded for the text setting this
     model and catalog end up with, so a caller that checked the file first does not decode it twice."""
-    from .text import PHOTO_SIDE
-
     ctx, reader = text_context(embedder, catalog, text)
-    side = PHOTO_SIDE if ctx is not None else 0
-    d = decoded if decoded is not None and decoded.text_side == side else decode_checked(embedder, path, side)
-    lines = [reader.read(d.text_img)] if ctx is not None else None
+    how = ctx.cfg.photo if ctx is not None else None
+    d = decoded if decoded is not None and decoded.text_how == how else decode_checked(embedder, path, how)
+    lines = [read_text(reader, d)] if ctx is not None else None
     return check_canvas(path, d.canvas, d.lb, embedder, catalog, top_k=top_k, region_k=region_k,
                         text=ctx, lines=lines)
 
@@ -471,11 +472,9 @@ def run_scan(
 
     size, interp = int(embedder.query_size), str(embedder.interp)
     verifier = verify.for_catalog(embedder, catalog)  # product keypoints are cached for the whole run
-    from .text import PHOTO_SIDE
-
     text_ctx, reader = text_context(embedder, catalog, text)
     summary.text = text_ctx is not None
-    text_side = PHOTO_SIDE if text_ctx is not None else 0
+    text_how = text_ctx.cfg.photo if text_ctx is not None else None
     match_t: dict[str, float] = {}
     from tqdm import tqdm
 
@@ -493,7 +492,7 @@ def run_scan(
                 nxt = next(it, None)
                 if nxt is None:
                     return
-                pending.append((nxt, pool.submit(_decode, nxt.image, size, interp, text_side)))
+                pending.append((nxt, pool.submit(_decode, nxt.image, size, interp, text_how)))
 
         def flush_batch(batch: list[tuple[ScanInput, _Decoded]]) -> None:
             nonlocal since_sync
@@ -581,10 +580,15 @@ def run_scan(
     return summary
 
 
+def read_text(reader: Any, d: _Decoded) -> list:
+    """One decoded photo's OCR lines (boxes in the photo's pixels), read as it was decoded for."""
+    return reader.read(d.text_img, d.text_how, d.text_src_w)
+
+
 def _read_text(reader: Any, d: _Decoded) -> list:
     """One photo's OCR lines; an OCR failure costs that photo its text evidence, not its row."""
     try:
-        return reader.read(d.text_img)
+        return read_text(reader, d)
     except Exception:  # noqa: BLE001 - the image scan goes on without text for this photo
         log.warning("text reading failed for one image; scored without text", exc_info=True)
         return []

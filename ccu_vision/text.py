@@ -165,21 +165,46 @@ def logo_canvas(img: Image.Image) -> Image.Image:
     return canvas
 
 
-def photo_canvas(img: Image.Image, side: int = PHOTO_SIDE) -> Image.Image:
-    """A listing photo as OCR reads it: RGB, downscaled (never up) so its long side is at most ``side``."""
+@dataclass(frozen=True)
+class PhotoOCR:
+    """How listing photos are read (part of a model's ``ccu.text_scoring``, since its threshold was
+    calibrated on text read this way).
+
+    ``exact=False`` (files before v15cdpt2): the photo is downscaled to at most ``side`` px and the
+    detector uses RapidOCR's default size (short side raised to 736, so small photos are upscaled).
+    ``exact=True``: the photo is resized (up or down) so its long side is exactly ``side`` and the
+    detector reads it at that size, so every photo costs the same whatever its resolution.
+    ``angle_cls``: RapidOCR's 180-degree text classifier.
+    """
+
+    side: int = PHOTO_SIDE
+    exact: bool = False
+    angle_cls: bool = True
+
+    def to_dict(self) -> dict:
+        return {"side": self.side, "exact": self.exact, "angle_cls": self.angle_cls}
+
+
+LEGACY_PHOTO = PhotoOCR()
+
+
+def photo_canvas(img: Image.Image, side: int = PHOTO_SIDE, exact: bool = False) -> Image.Image:
+    """A listing photo as OCR reads it: RGB, downscaled (never up) so its long side is at most ``side``;
+    with ``exact``, resized up or down so its long side is ``side``."""
     rgb = img.convert("RGB")
     w, h = rgb.size
-    if max(w, h) <= side:
+    if max(w, h) == side or (max(w, h) < side and not exact):
         return rgb
     s = side / max(w, h)
-    return rgb.resize((max(1, round(w * s)), max(1, round(h * s))), Image.BILINEAR)
+    return rgb.resize((max(1, round(w * s)), max(1, round(h * s))),
+                      Image.BILINEAR if s < 1 else Image.BICUBIC)
 
 
 class TextReader:
     """Lazy OCR engines (RapidOCR on onnxruntime); one instance is safe to share between threads.
 
-    Photos go through the detector at RapidOCR's default size (short side 736); reference logos
-    through :func:`logo_canvas` and a detector capped at 640 px (no upscaling).
+    Photos are read as a :class:`PhotoOCR` says (by default RapidOCR's detector size, short side 736);
+    reference logos through :func:`logo_canvas` and a detector capped at 640 px (no upscaling).
     """
 
     def __init__(self, threads: int | None = None):
@@ -197,18 +222,20 @@ class TextReader:
             kw: dict = {"print_verbose": False}
             if which == "logo":
                 kw.update(det_limit_side_len=640, det_limit_type="max")
+            elif which.startswith("photo:"):  # "photo:<side>": the detector at exactly that long side
+                kw.update(det_limit_side_len=int(which.split(":")[1]), det_limit_type="max")
             if self.threads:
                 for part in ("det", "cls", "rec"):
                     kw[f"{part}_intra_op_num_threads"] = int(self.threads)
             self._engines[which] = RapidOCR(**kw)
         return self._engines[which]
 
-    def _read(self, which: str, img: Image.Image, scale: float = 1.0) -> list[TextLine]:
+    def _read(self, which: str, img: Image.Image, scale: float = 1.0, angle_cls: bool = True) -> list[TextLine]:
         arr = np.asarray(img)
         assert arr.ndim == 3 and arr.shape[2] == 3 and arr.dtype == np.uint8, (arr.shape, arr.dtype)
         bgr = np.ascontiguousarray(arr[:, :, ::-1])
         with self._lock:  # the engines keep per-call state
-            res, _ = self._get(which)(bgr)
+            res, _ = self._get(which)(bgr, use_cls=angle_cls)
         out = []
         for quad, t, c in res or []:
             q = np.asarray(quad, np.float64).reshape(-1, 2) / scale
@@ -216,11 +243,13 @@ class TextReader:
             out.append(TextLine(str(t), float(c), box))
         return out
 
-    def read(self, img: Image.Image) -> list[TextLine]:
-        """Lines of text in a listing photo (any mode; see :func:`photo_canvas`), in reading order,
-        with boxes in ``img``'s pixels."""
-        canvas = photo_canvas(img)
-        return self._read("photo", canvas, canvas.size[0] / max(img.size[0], 1))
+    def read(self, img: Image.Image, how: PhotoOCR = LEGACY_PHOTO, source_width: int | None = None) -> list[TextLine]:
+        """Lines of text in a listing photo (any mode; read as ``how`` says, see :func:`photo_canvas`),
+        in reading order, with boxes in ``img``'s pixels (or, when ``img`` is already a canvas of a
+        photo ``source_width`` px wide, in that photo's pixels)."""
+        canvas = photo_canvas(img, how.side, how.exact)
+        return self._read(f"photo:{how.side}" if how.exact else "photo", canvas,
+                          canvas.size[0] / max(source_width or img.size[0], 1), how.angle_cls)
 
     def read_logo(self, img: Image.Image) -> list[TextLine]:
         """Lines of text in a reference logo (transparent or not; see :func:`logo_canvas`)."""
@@ -258,11 +287,16 @@ class TextScoring:
     beta: float
     gamma: float
     min_conf: float = MIN_CONF
+    photo: PhotoOCR = LEGACY_PHOTO  # how listing photos are read
 
     def to_json(self) -> str:
         import json
 
-        return json.dumps({"format": FORMAT, "beta": self.beta, "gamma": self.gamma, "min_conf": self.min_conf})
+        d = {"format": FORMAT, "beta": self.beta, "gamma": self.gamma, "min_conf": self.min_conf}
+        if self.photo != LEGACY_PHOTO:  # files written before the setting existed keep their bytes
+            d["photo"] = self.photo.to_dict()
+        return json.dumps(d)
+
 
 
 def parse_config(raw: str, path: str = "") -> TextScoring | None:
@@ -274,7 +308,13 @@ def parse_config(raw: str, path: str = "") -> TextScoring | None:
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in vals) \
             or not 0 <= vals[2] <= 1 or vals[0] < 0:
         raise ModelError(f"{path}: ccu.text_scoring needs finite beta >= 0, gamma and min_conf in [0, 1], got {cfg!r}")
-    return TextScoring(float(vals[0]), float(vals[1]), float(vals[2]))
+    photo = cfg.get("photo", LEGACY_PHOTO.to_dict())
+    side, exact, cls = (photo.get(k) for k in ("side", "exact", "angle_cls")) if isinstance(photo, dict) else (None,) * 3
+    if not (isinstance(side, int) and not isinstance(side, bool) and 32 <= side <= 4096
+            and isinstance(exact, bool) and isinstance(cls, bool)):
+        raise ModelError(f"{path}: ccu.text_scoring 'photo' needs side (32..4096 px), exact and angle_cls "
+                         f"(booleans), got {photo!r}")
+    return TextScoring(float(vals[0]), float(vals[1]), float(vals[2]), PhotoOCR(side, exact, cls))
 
 
 def brand_evidence(keys: dict[str, list[str]], lines: Sequence[TextLine], min_conf: float = MIN_CONF

@@ -34,10 +34,24 @@ from PIL import Image
 from ccu_vision.embedder import Embedder, dense_logo_scores
 from ccu_vision.evalset import build_eval_set, read_truth
 from ccu_vision.evaluate import eval_references, logo_metrics
-from ccu_vision.text import TextLine, TextReader, TextScoring, brand_keys, brand_matches, rerank
+from ccu_vision.text import LEGACY_PHOTO, PhotoOCR, TextLine, TextReader, TextScoring, brand_keys, brand_matches, rerank
 
 BETAS = tuple(float(b) for b in np.arange(0.0, 10.01, 0.5))
 GAMMAS = tuple(float(g) for g in np.arange(-10.0, 0.01, 0.5))
+SHIPPED = (6.5, -5.5)  # v15cdpft's beta, gamma (--fixed)
+# how listing photos are read (ocr-speed-plan.md); "v0" is the shipped reading, stored as out/ocr-<set>.json
+PHOTO_VARIANTS = {
+    "v0": LEGACY_PHOTO,
+    "v0r": LEGACY_PHOTO,  # v0 read again (its timing beside the others; must equal v0)
+    "L736": PhotoOCR(736, True, True),
+    "L640": PhotoOCR(640, True, True),
+    "L736n": PhotoOCR(736, True, False),
+    "L512": PhotoOCR(512, True, True),  # added after the first timings, before any accuracy was read
+}
+
+
+def ocr_path(name: str, variant: str = "v0") -> Path:
+    return Path(f"out/ocr-{name}.json" if variant == "v0" else f"out/ocr-{name}@{variant}.json")
 
 
 def _root(name: str, photos: str) -> Path:
@@ -48,18 +62,24 @@ def cmd_ocr(args: argparse.Namespace) -> None:
     root = _root(args.set, args.photos)
     rows = [t for t in read_truth(root) if t["task"] == "logo"]
     reader = TextReader()
+    out = ocr_path(args.set, args.photo)
     t0 = time.time()
-    logos = {p.stem: [ln.to_list() for ln in reader.read_logo(Image.open(p))]
-             for p in sorted((root / "logos").glob("*.png"))}
+    if args.photo != "v0":  # a photo variant: the logos (brand keys) as the shipped reading read them
+        logos = json.loads(ocr_path(args.set).read_text())["logos"]
+    else:
+        logos = {p.stem: [ln.to_list() for ln in reader.read_logo(Image.open(p))]
+                 for p in sorted((root / "logos").glob("*.png"))}
     t1 = time.time()
-    out = Path(f"out/ocr-{args.set}.json")
     if args.logos_only:  # re-read the logos, keep the stored query text
         queries = json.loads(out.read_text())["queries"]
     else:
-        queries = [[ln.to_list() for ln in reader.read(Image.open(root / t["query"]))] for t in rows]
+        how = PHOTO_VARIANTS[args.photo]
+        reader.read(Image.open(root / rows[0]["query"]), how)  # engine start-up is not per-photo time
+        t1 = time.time()
+        queries = [[ln.to_list() for ln in reader.read(Image.open(root / t["query"]), how)] for t in rows]
     t2 = time.time()
     out.write_text(json.dumps({"logos": logos, "queries": queries}))
-    print(f"{args.set}: OCR of {len(logos)} logos {1000 * (t1 - t0) / max(len(logos), 1):.0f} ms each, "
+    print(f"{args.set}: OCR ({args.photo}) of {len(logos)} logos {1000 * (t1 - t0) / max(len(logos), 1):.0f} ms each, "
           f"{len(rows)} queries {1000 * (t2 - t1) / max(len(rows), 1):.0f} ms each -> {out}")
 
 
@@ -85,11 +105,12 @@ def _lines(raw: list) -> list[TextLine]:
     return [TextLine(t, c) for t, c in raw]
 
 
-def load_draw(name: str, photos: str) -> dict:
-    """Truth, the shipped ranking, and each query's text match quality per brand (only the non-zero ones)."""
+def load_draw(name: str, photos: str, variant: str = "v0") -> dict:
+    """Truth, the shipped ranking, and each query's text match quality per brand (only the non-zero
+    ones), the photos read as ``variant`` reads them."""
     root = _root(name, photos)
     truth = read_truth(root)
-    ocr = json.loads(Path(f"out/ocr-{name}.json").read_text())
+    ocr = json.loads(ocr_path(name, variant).read_text())
     ranked = json.loads(Path(f"out/rank-{name}.json").read_text())["ranked"]
     keys = {slug: brand_keys(slug, _lines(lines)) for slug, lines in ocr["logos"].items()}
     matches = [brand_matches(keys, _lines(raw)) for raw in ocr["queries"]]
@@ -134,7 +155,7 @@ def fit(draws: list[dict]) -> tuple[float, float, float]:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    fit_draws = [load_draw(n, args.photos) for n in args.fit]
+    fit_draws = [load_draw(n, args.photos, args.ocr) for n in args.fit]
     for d in fit_draws:
         rows = [t for t in d["truth"] if t["task"] == "logo"]
         n_pos = sum(t["kind"] == "registered" for t in rows)
@@ -142,11 +163,15 @@ def cmd_eval(args: argparse.Namespace) -> None:
         false = sum(t["kind"] != "registered" and bool(m) for t, m in zip(rows, d["matches"]))
         print(f"{d['name']}: {read}/{n_pos} registered marks have a text match to their brand; "
               f"{false}/{len(rows) - n_pos} negatives match some registered brand's text")
-    beta, gamma, ap = fit(fit_draws)
-    print(f"fit on {'+'.join(args.fit)}: beta {beta}, gamma {gamma} (mean AP {ap:.4f})")
+    if args.fixed:
+        (beta, gamma), ap = SHIPPED, float("nan")
+        print(f"shipped scoring held fixed: beta {beta}, gamma {gamma}; photos read as {args.ocr}")
+    else:
+        beta, gamma, ap = fit(fit_draws)
+        print(f"fit on {'+'.join(args.fit)}: beta {beta}, gamma {gamma} (mean AP {ap:.4f}); photos read as {args.ocr}")
     th = Embedder(args.model).info.thresholds if args.flags else {}  # flags at the model's stored thresholds
     for name in [*args.fit, *args.decide, *args.no_harm, *args.read]:
-        d = next((f for f in fit_draws if f["name"] == name), None) or load_draw(name, args.photos)
+        d = next((f for f in fit_draws if f["name"] == name), None) or load_draw(name, args.photos, args.ocr)
         role = ("fit" if name in args.fit else "decide" if name in args.decide else
                 "no-harm" if name in args.no_harm else "read")
         base, new = metrics(d, d["ranked"], th.get("logo")), metrics(d, combine(d, beta, gamma), th.get("logo_text"))
@@ -160,10 +185,13 @@ def cmd_attach(args: argparse.Namespace) -> None:
     from ccu_vision.thresholds import negative_quantile
     from ccu_vision.train.text_scoring import attach
 
-    beta, gamma, ap = fit([load_draw(n, args.photos) for n in args.fit])
+    if args.fixed:
+        (beta, gamma), ap = SHIPPED, float("nan")
+    else:
+        beta, gamma, ap = fit([load_draw(n, args.photos, args.ocr) for n in args.fit])
     truth, ranked = [], []
     for name in args.calib:
-        d = load_draw(name, args.photos)
+        d = load_draw(name, args.photos, args.ocr)
         truth += d["truth"]
         ranked += combine(d, beta, gamma)
     lm = logo_metrics(truth, ranked, n_boot=0)
@@ -173,7 +201,7 @@ def cmd_attach(args: argparse.Namespace) -> None:
     hit = [bool(r) and r[0][0] == t["brand"] and r[0][1] >= th for t, r in zip(rows, ranked) if t["kind"] == "registered"]
     import sys
 
-    attach(args.model, TextScoring(beta, gamma), args.out, model_id=args.model_id, logo_text=th,
+    attach(args.model, TextScoring(beta, gamma, photo=PHOTO_VARIANTS[args.ocr]), args.out, model_id=args.model_id, logo_text=th,
            calibration={"recall_at_threshold": {"logo_text": round(float(np.mean(hit)), 4)},
                         "negatives": {"logo_text": len(neg)}, "text_calibrated_on": list(args.calib)},
            command=sys.argv[1:])
@@ -191,8 +219,10 @@ def main() -> None:
         p.add_argument("--set", required=True, choices=sorted(SETS))
         p.add_argument("--model", default=DEFAULT_MODEL)
         p.add_argument("--logos-only", action="store_true", help="ocr: re-read only the logos")
+        p.add_argument("--photo", default="v0", choices=sorted(PHOTO_VARIANTS),
+                       help="ocr: how photos are read (ocr-speed-plan.md); v0 also reads the logos")
     p = sub.add_parser("eval")
-    p.add_argument("--fit", action="append", required=True, choices=sorted(SETS))
+    p.add_argument("--fit", action="append", default=[], choices=sorted(SETS))
     p.add_argument("--decide", action="append", default=[], choices=sorted(SETS))
     p.add_argument("--no-harm", action="append", default=[], choices=sorted(SETS))
     p.add_argument("--read", action="append", default=[], choices=sorted(SETS),
@@ -201,12 +231,17 @@ def main() -> None:
                    help="also the flags at --model's stored logo / logo_text thresholds")
     p.add_argument("--model", default=DEFAULT_MODEL)
     p = sub.add_parser("attach")
-    p.add_argument("--fit", action="append", required=True, choices=sorted(SETS))
+    p.add_argument("--fit", action="append", default=[], choices=sorted(SETS))
     p.add_argument("--calib", action="append", required=True, choices=sorted(SETS))
     p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--model-id", required=True)
     p.add_argument("--out", required=True)
+    for p in (sub.choices["eval"], sub.choices["attach"]):
+        p.add_argument("--ocr", default="v0", choices=sorted(PHOTO_VARIANTS), help="which photo reading's dumps")
+        p.add_argument("--fixed", action="store_true", help=f"hold beta, gamma at the shipped {SHIPPED} (no fit)")
     args = ap.parse_args()
+    if args.cmd in ("eval", "attach") and not args.fixed and not args.fit:
+        ap.error("give --fit draws or --fixed")
     {"ocr": cmd_ocr, "rank": cmd_rank, "eval": cmd_eval, "attach": cmd_attach}[args.cmd](args)
 
 

@@ -103,6 +103,29 @@ def test_reader_reads_a_rendered_brand_name():
     assert blank == []
 
 
+def test_photo_canvas_sizes():
+    small, big = Image.new("L", (400, 300)), Image.new("RGB", (3000, 2000))
+    assert photo_canvas(small).size == (400, 300) and photo_canvas(small).mode == "RGB"  # never upscaled
+    assert photo_canvas(big).size == (1024, 683)
+    assert photo_canvas(small, 736, exact=True).size == (736, 552)  # exact: up ...
+    assert photo_canvas(big, 736, exact=True).size == (736, 491)  # ... or down
+    assert photo_canvas(Image.new("RGB", (300, 736)), 736, exact=True).size == (300, 736)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("rapidocr_onnxruntime") is None, reason="OCR engine not installed")
+def test_reader_exact_setting_reads_and_boxes_are_in_the_source_photo():
+    img = Image.new("RGB", (1600, 1000), (236, 232, 224))
+    ImageDraw.Draw(img).text((200, 420), "ROBINHOOD", fill=(20, 20, 30), font=_font(150))
+    how = PhotoOCR(640, True, False)
+    reader = TextReader(threads=1)
+    direct = reader.read(img, how)
+    assert match_quality("robinhood", direct) > 0.8, direct
+    x0, y0, x1, y1 = next(ln.box for ln in direct if "ROBIN" in ln.text.upper())
+    assert 120 < x0 < 280 and 350 < y0 < 520 and x1 > 900, direct  # in the 1600-px photo's pixels
+    canvas = photo_canvas(img, 640, exact=True)  # what a scan keeps after decoding
+    assert reader.read(canvas, how, source_width=1600) == direct
+
+
 # ----------------------------------------------------------------------------- scoring with text
 
 import json  # noqa: E402
@@ -110,7 +133,15 @@ from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from ccu_vision.errors import ModelError  # noqa: E402
-from ccu_vision.text import TextScoring, brand_evidence, combine, parse_config  # noqa: E402
+from ccu_vision.text import (  # noqa: E402
+    LEGACY_PHOTO,
+    PhotoOCR,
+    TextScoring,
+    brand_evidence,
+    combine,
+    parse_config,
+    photo_canvas,
+)
 from ccu_vision.text_keys import CACHE_NAME, catalog_text_keys, load_cache  # noqa: E402
 
 
@@ -139,7 +170,16 @@ def test_combine_without_a_listed_reference_adds_nothing():
 def test_text_scoring_metadata_round_trip_and_refusals():
     cfg = TextScoring(8.5, -6.0, 0.6)
     assert parse_config(cfg.to_json(), "m.onnx") == cfg
+    assert "photo" not in json.loads(cfg.to_json())  # a file from before the setting reads as it did
+    assert parse_config(cfg.to_json(), "m.onnx").photo == LEGACY_PHOTO
+    exact = TextScoring(8.5, -6.0, 0.6, PhotoOCR(640, True, False))
+    assert json.loads(exact.to_json())["photo"] == {"side": 640, "exact": True, "angle_cls": False}
+    assert parse_config(exact.to_json(), "m.onnx") == exact
     assert parse_config("", "m.onnx") is None
+    for photo in ({"side": 8, "exact": True, "angle_cls": True}, {"side": 640, "exact": 1, "angle_cls": True},
+                  {"side": 640}, "640"):
+        with pytest.raises(ModelError, match="m.onnx.*photo"):
+            parse_config(json.dumps({**json.loads(cfg.to_json()), "photo": photo}), "m.onnx")
     for bad in ({"format": "ccu-text-scoring/1", "beta": -1, "gamma": 0, "min_conf": 0.5},
                 {"format": "ccu-text-scoring/1", "beta": 1, "gamma": "x", "min_conf": 0.5},
                 {"format": "ccu-text-scoring/1", "beta": 1, "gamma": 0, "min_conf": 2},

@@ -174,7 +174,7 @@ def test_rank_with_embedder_adds_text_as_the_scan_does(models, tiny_eval_set: Pa
     target = next(s for s in slugs if len(brand_keys(s)) == 1)
 
     class Reader:  # every photo "shows" one brand's name; logos carry no lettering
-        def read(self, img):
+        def read(self, img, how=None, source_width=None):
             return [TextLine(target.upper(), 0.95, (0, 0, 5, 5))]
 
         def read_logo(self, img):
@@ -191,3 +191,45 @@ def test_rank_with_embedder_adds_text_as_the_scan_does(models, tiny_eval_set: Pa
         assert g[0][0] == target or target in dict(b)  # the named brand rises (to the top unless already listed)
     with pytest.raises(ValueError, match="no text scoring"):
         rank_with_embedder(Embedder(fused), root, k=5, text=True)
+
+
+def test_scan_reads_photos_as_the_model_file_says(models, tmp_path: Path, monkeypatch) -> None:
+    """A file's ``photo`` setting decides the OCR canvas; boxes come back in the listing's pixels."""
+    import ccu_vision.text as text_mod
+    from ccu_vision.text import PhotoOCR
+
+    fused, _ = models
+    how = PhotoOCR(320, True, False)
+    model = attach(fused, TextScoring(6.0, -4.0, photo=how), tmp_path / "exact.onnx", model_id="tiny-exact",
+                   logo_text=0.9)
+    seen = []
+
+    class Reader:
+        def read(self, img, how_=None, source_width=None):
+            seen.append((img.size, how_, source_width))
+            return [TextLine("ROBINHOOD", 0.95, (100, 120, 900, 300))]
+
+        def read_logo(self, img):
+            return []
+
+    monkeypatch.setattr(text_mod, "default_reader", lambda: Reader())
+    assert Embedder(model).text_scoring.photo == how
+    env = {"CCU_MODEL": str(model), "CCU_HOME": str(tmp_path / "home"), "CCU_THREADS": "1"}
+    run = lambda *a: CliRunner().invoke(cli, [str(x) for x in a], env=env, catch_exceptions=False)  # noqa: E731
+    logo = tmp_path / "logo.png"
+    im = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+    ImageDraw.Draw(im).ellipse([8, 8, 56, 56], fill=(200, 0, 0, 255))
+    im.save(logo)
+    r = run("ref", "add", "--brand", "Robinhood", "--kind", "logo", logo)
+    assert r.exit_code == 0, r.output
+    photo = tmp_path / "in" / "big.jpg"
+    photo.parent.mkdir()
+    Image.new("RGB", (1600, 1000), (90, 120, 150)).save(photo)
+    out = tmp_path / "r.jsonl"
+    r = run("scan", photo.parent, "--out", out, "--summary-json", tmp_path / "s.json")
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "s.json").read_text())["text"] is True
+    assert seen == [((320, 200), how, 1600)]
+    row = json.loads(out.read_text())
+    m = next(m for m in row["matches"] if m["brand"] == "Robinhood")
+    assert m["text_match"] > 0.9 and m["text"] == "ROBINHOOD"
