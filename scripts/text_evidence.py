@@ -34,7 +34,16 @@ from PIL import Image
 from ccu_vision.embedder import Embedder, dense_logo_scores
 from ccu_vision.evalset import build_eval_set, read_truth
 from ccu_vision.evaluate import eval_references, logo_metrics
-from ccu_vision.text import LEGACY_PHOTO, PhotoOCR, TextLine, TextReader, TextScoring, brand_keys, brand_matches, rerank
+from ccu_vision.text import (
+    LEGACY_PHOTO,
+    PhotoOCR,
+    TextLine,
+    TextReader,
+    TextScoring,
+    brand_keys,
+    brand_matches,
+    rerank,
+)
 
 BETAS = tuple(float(b) for b in np.arange(0.0, 10.01, 0.5))
 GAMMAS = tuple(float(g) for g in np.arange(-10.0, 0.01, 0.5))
