@@ -170,7 +170,7 @@ class PhotoOCR:
     """How listing photos are read (part of a model's ``ccu.text_scoring``, since its threshold was
     calibrated on text read this way).
 
-    ``exact=False`` (files before v15cdpt2): the photo is downscaled to at most ``side`` px and the
+    ``exact=False`` (files before v15cdpft2): the photo is downscaled to at most ``side`` px and the
     detector uses RapidOCR's default size (short side raised to 736, so small photos are upscaled).
     ``exact=True``: the photo is resized (up or down) so its long side is exactly ``side`` and the
     detector reads it at that size, so every photo costs the same whatever its resolution.

@@ -8,6 +8,11 @@
     python scripts/text_evidence.py attach --fit calib --fit lettered-calib --calib calib --calib lettered-calib \\
         --calib clutter-calib --calib lettered-calib2 --model out/ccu-lite0-v15cdpf.onnx \\
         --out ccu_vision/models/ccu-lite0-v15cdpft.onnx --model-id ccu-lite0-v15cdpft
+    # v15cdpft2 (ocr-speed-plan.md): photos read at 736 px without the angle classifier, scoring as v15cdpft
+    python scripts/text_evidence.py ocr --set calib --photo L736n      # (and each draw below)
+    python scripts/text_evidence.py attach --fixed --ocr L736n --calib calib --calib lettered-calib \
+        --calib clutter-calib --calib lettered-calib2 --model out/ccu-lite0-v15cdpf.onnx \
+        --out ccu_vision/models/ccu-lite0-v15cdpft2.onnx --model-id ccu-lite0-v15cdpft2
 
 (``ocr`` and ``rank`` of each named draw first; ``rank`` with ``--model out/ccu-lite0-v15cdpf.onnx``
 gives the same rankings as the shipped file, whose network and fused scoring are the same.)
@@ -214,7 +219,7 @@ def cmd_attach(args: argparse.Namespace) -> None:
            calibration={"recall_at_threshold": {"logo_text": round(float(np.mean(hit)), 4)},
                         "negatives": {"logo_text": len(neg)}, "text_calibrated_on": list(args.calib)},
            command=sys.argv[1:])
-    print(f"beta {beta} gamma {gamma} (fit mean AP {ap:.4f}); logo_text threshold {th:.5f} on "
+    print(f"beta {beta} gamma {gamma} ({'held fixed' if args.fixed else f'fit mean AP {ap:.4f}'}); logo_text threshold {th:.5f} on "
           f"{len(neg)} pooled negatives (recall there {np.mean(hit):.4f}); pooled "
           f"{json.dumps({k: round(lm[k], 4) for k in KEYS})} -> {args.out}")
 
