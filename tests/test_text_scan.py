@@ -128,16 +128,23 @@ def _word_photo(path: Path, word: str) -> Path:
     return path
 
 
-@pytest.mark.skipif(not HAS_OCR, reason="OCR engine not installed")
-def test_cli_check_and_scan_read_the_brand_name(models, tmp_path: Path) -> None:
-    fused, text = models
-    env = {"CCU_MODEL": str(text), "CCU_HOME": str(tmp_path / "home"), "CCU_THREADS": "1"}
+def _cli_with_logo(model: Path, tmp_path: Path):
+    """(env, run, logo): a CLI runner on a fresh home with ``model``, a red disc registered as Robinhood's logo."""
+    env = {"CCU_MODEL": str(model), "CCU_HOME": str(tmp_path / "home"), "CCU_THREADS": "1"}
     run = lambda *a: CliRunner().invoke(cli, [str(x) for x in a], env=env, catch_exceptions=False)  # noqa: E731
     logo = tmp_path / "logo.png"
     im = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
     ImageDraw.Draw(im).ellipse([8, 8, 56, 56], fill=(200, 0, 0, 255))
     im.save(logo)
-    assert run("ref", "add", "--brand", "Robinhood", "--kind", "logo", logo).exit_code == 0
+    r = run("ref", "add", "--brand", "Robinhood", "--kind", "logo", logo)
+    assert r.exit_code == 0, r.output
+    return env, run, logo
+
+
+@pytest.mark.skipif(not HAS_OCR, reason="OCR engine not installed")
+def test_cli_check_and_scan_read_the_brand_name(models, tmp_path: Path) -> None:
+    fused, text = models
+    env, run, logo = _cli_with_logo(text, tmp_path)
     assert (tmp_path / "home" / "index" / "text-cache.json").exists()  # read at add time
     listing = _word_photo(tmp_path / "listings" / "shirt.jpg", "ROBINHOOD")
     r = run("check", listing, "--json")
@@ -214,14 +221,7 @@ def test_scan_reads_photos_as_the_model_file_says(models, tmp_path: Path, monkey
 
     monkeypatch.setattr(text_mod, "default_reader", lambda: Reader())
     assert Embedder(model).text_scoring.photo == how
-    env = {"CCU_MODEL": str(model), "CCU_HOME": str(tmp_path / "home"), "CCU_THREADS": "1"}
-    run = lambda *a: CliRunner().invoke(cli, [str(x) for x in a], env=env, catch_exceptions=False)  # noqa: E731
-    logo = tmp_path / "logo.png"
-    im = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
-    ImageDraw.Draw(im).ellipse([8, 8, 56, 56], fill=(200, 0, 0, 255))
-    im.save(logo)
-    r = run("ref", "add", "--brand", "Robinhood", "--kind", "logo", logo)
-    assert r.exit_code == 0, r.output
+    _, run, _ = _cli_with_logo(model, tmp_path)
     photo = tmp_path / "in" / "big.jpg"
     photo.parent.mkdir()
     Image.new("RGB", (1600, 1000), (90, 120, 150)).save(photo)
