@@ -229,7 +229,7 @@ class _Decoded:
     decode_s: float
     text_img: Any = None  # the photo as OCR reads it (text evidence on)
     text_how: Any = None  # the PhotoOCR it was decoded for (None: text off)
-    text_src_w: int = 0  # the decoded photo's width (OCR boxes are given in its pixels)
+    text_src_w: int = 0  # the image file's width (OCR boxes are given in its pixels, as the row's other boxes)
 
 
 def _decode(path: str, size: int, interp: str, text_how: Any = None) -> _Decoded:
