@@ -70,7 +70,6 @@ class MatchResult:
     flags: list[dict] = field(default_factory=list)
     text: list[str] | None = None  # the lines OCR read (text evidence on), else None
 
-
     @property
     def verdict(self) -> str:
         return "suspect" if self.flags else "clear"

@@ -52,7 +52,15 @@ from ccu_vision.text import (
 
 BETAS = tuple(float(b) for b in np.arange(0.0, 10.01, 0.5))
 GAMMAS = tuple(float(g) for g in np.arange(-10.0, 0.01, 0.5))
-SHIPPED = (6.5, -5.5)  # v15cdpft's beta, gamma (--fixed)
+
+
+def shipped_scoring() -> tuple[float, float]:
+    """The shipped model's (beta, gamma), what ``--fixed`` holds (read from the file, not copied here)."""
+    cfg = Embedder(DEFAULT_MODEL).text_scoring
+    assert cfg is not None, f"{DEFAULT_MODEL} has no text scoring"
+    return cfg.beta, cfg.gamma
+
+
 # how listing photos are read (ocr-speed-plan.md); "v0" is the shipped reading, stored as out/ocr-<set>.json
 PHOTO_VARIANTS = {
     "v0": LEGACY_PHOTO,
@@ -178,7 +186,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
         print(f"{d['name']}: {read}/{n_pos} registered marks have a text match to their brand; "
               f"{false}/{len(rows) - n_pos} negatives match some registered brand's text")
     if args.fixed:
-        (beta, gamma), ap = SHIPPED, float("nan")
+        (beta, gamma), ap = shipped_scoring(), float("nan")
         print(f"shipped scoring held fixed: beta {beta}, gamma {gamma}; photos read as {args.ocr}")
     else:
         beta, gamma, ap = fit(fit_draws)
@@ -200,7 +208,7 @@ def cmd_attach(args: argparse.Namespace) -> None:
     from ccu_vision.train.text_scoring import attach
 
     if args.fixed:
-        (beta, gamma), ap = SHIPPED, float("nan")
+        (beta, gamma), ap = shipped_scoring(), float("nan")
     else:
         beta, gamma, ap = fit([load_draw(n, args.photos, args.ocr) for n in args.fit])
     truth, ranked = [], []
@@ -252,7 +260,7 @@ def main() -> None:
     p.add_argument("--out", required=True)
     for p in (sub.choices["eval"], sub.choices["attach"]):
         p.add_argument("--ocr", default="v0", choices=sorted(PHOTO_VARIANTS), help="which photo reading's dumps")
-        p.add_argument("--fixed", action="store_true", help=f"hold beta, gamma at the shipped {SHIPPED} (no fit)")
+        p.add_argument("--fixed", action="store_true", help=f"hold beta, gamma at {DEFAULT_MODEL}'s (no fit)")
     args = ap.parse_args()
     if args.cmd in ("eval", "attach") and not args.fixed and not args.fit:
         ap.error("give --fit draws or --fixed")
