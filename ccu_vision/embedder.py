@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import ModelError
+from .logo_verify import parse_config as parse_logo_verify
 from .preprocess import LUMA, Letterbox, feature_grid, is_transparent, letterbox, normalize, prepare_logo
 from .proposals import decode as decode_proposals
 from .proposals import parse_config as parse_proposals
@@ -474,6 +475,9 @@ class Embedder:
         self.text_scoring = parse_text_scoring(meta.get("ccu.text_scoring", ""), str(p))
         if self.text_scoring is not None and not (self.logo_scoring and self.logo_scoring.fused):
             raise ModelError(f"{p}: ccu.text_scoring needs a fused ccu.logo_scoring (its scores are probabilities)")
+        self.logo_verify = parse_logo_verify(meta.get("ccu.logo_verify", ""), str(p))
+        if self.logo_verify is not None and self.text_scoring is None:
+            raise ModelError(f"{p}: ccu.logo_verify is applied with text evidence and needs ccu.text_scoring")
         if self.proposals is not None and "proposals" not in {o.name for o in self.session.get_outputs()}:
             raise ModelError(f"{p}: metadata describes a proposal head but the graph has no output named 'proposals'")
 

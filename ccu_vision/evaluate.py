@@ -217,7 +217,9 @@ def rank_with_embedder(embedder, root: str | Path, k: int = 10, batch: int = 32,
 
     ``text``: add text evidence as the scan does (the model's ``ccu.text_scoring``; each brand's keys
     are its slug, the name the evaluation catalog registers, and the lettering OCR reads in its logo);
-    logo scores are then those the ``logo_text`` threshold is for.
+    logo scores are then those the ``logo_text`` threshold is for. A model with ``ccu.logo_verify``
+    then also has its best logo candidates verified with keypoints, as the scan does
+    (:mod:`ccu_vision.logo_verify`; every candidate, without the scan's threshold gate).
 
     Near-duplicates are scored with the embedder's verification settings (``embedder.verify``; None:
     the global descriptor alone), without the scan's threshold gate (every candidate is verified).
@@ -275,12 +277,30 @@ class _TextRanker:
         self.reader = default_reader()
         keys = {s: brand_keys(s, self.reader.read_logo(Image.open(root / "logos" / f"{s}.png"))) for s in slugs}
         self.keys = {s: ks for s, ks in keys.items() if ks}
+        self.verify = getattr(embedder, "logo_verify", None)  # keypoint verification after the text
+        self.root = root
+        self._refs: dict = {}
+
+    def _ref(self, slug: str):
+        from . import imageio
+        from .logo_verify import ref_features
+
+        if slug not in self._refs:
+            im = imageio.load_image(self.root / "logos" / f"{slug}.png", keep_alpha=True)
+            self._refs[slug] = ref_features(im, self.verify)
+        return self._refs[slug]
 
     def __call__(self, ranked: Ranked, im: Image.Image, k: int) -> Ranked:
+        from .logo_verify import features, query_gray, verify_candidates
         from .text import brand_matches, rerank
 
         m = brand_matches(self.keys, self.reader.read(im, self.cfg.photo), self.cfg.min_conf)
-        return rerank(ranked, m, self.cfg, k) if m else ranked
+        ranked = rerank(ranked, m, self.cfg, k) if m else ranked
+        if self.verify is None:
+            return ranked
+        scores = dict(ranked)  # every candidate verified (no threshold gate: a ranking, not flags)
+        verify_candidates(scores, lambda: features(query_gray(im, self.verify)), self._ref, self.verify)
+        return sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
 
 
 def evaluate_embedder(embedder, root: str | Path) -> dict:

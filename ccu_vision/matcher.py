@@ -15,7 +15,9 @@ With a :class:`TextContext` (a model with ``ccu.text_scoring``, :mod:`ccu_vision
 photo's OCR lines, a brand whose name or logo lettering the photo's text shows has its logo scores
 raised (:func:`ccu_vision.text.combine`), a brand only the text found is listed too (its box is the
 text's), such matches carry the text read (``text``, ``text_match``), and logo flags use the
-``logo_text`` threshold calibrated for those scores.
+``logo_text`` threshold calibrated for those scores. A model with ``ccu.logo_verify`` then also
+verifies each photo's best logo candidates with keypoints (:mod:`ccu_vision.logo_verify`): their
+scores rise by what the verified inliers add, and such matches carry ``inliers``.
 The functions here are pure: the only thing they touch is the catalog's read-only search API.
 """
 
@@ -30,6 +32,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from .embedder import REFINE_CROPS, PhotoEmbedding, combine_logo_scores
+from .logo_verify import Features, LogoVerifier
+from .logo_verify import verify_candidates as verify_logo_candidates
 from .scoring import fuse
 from .text import TextLine, TextScoring, brand_evidence, combine
 from .verify import Verifier, verify_candidates
@@ -234,11 +238,16 @@ def match_photos(
     verifier: Verifier | None = None,
     text: TextContext | None = None,
     texts: Sequence[Sequence[TextLine]] | None = None,
+    logo_verifier: LogoVerifier | None = None,
+    logo_queries: Sequence[Callable[[], Features | None]] | None = None,
 ) -> list[MatchResult]:
     """Match a batch of photos against ``catalog``; one :class:`MatchResult` per photo.
 
     ``text`` and ``texts`` (each photo's OCR lines, in photo order) add text evidence; then logo
-    flags use the catalog's ``logo_text`` threshold.
+    flags use the catalog's ``logo_text`` threshold. With text evidence, a ``logo_verifier``
+    (:func:`ccu_vision.logo_verify.for_catalog`) and ``logo_queries`` (per photo, a function giving its
+    keypoints, :func:`ccu_vision.logo_verify.features` of its :func:`~ccu_vision.logo_verify.query_gray`),
+    the best logo candidates are verified with keypoints after the text evidence is added.
 
     All regions of the batch go to the logo index in one search call, all global vectors to the
     product index in another. With a ``verifier`` (:func:`ccu_vision.verify.for_catalog`) the
@@ -257,6 +266,10 @@ def match_photos(
     if text is not None:
         assert texts is not None and len(texts) == n, (n, None if texts is None else len(texts))
         th_logo = float(thresholds.get("logo_text", np.inf))
+    if text is None:
+        logo_verifier = None  # part of text evidence: the logo threshold is calibrated without it
+    if logo_verifier is not None:
+        assert logo_queries is not None and len(logo_queries) == n, (n, None if logo_queries is None else len(logo_queries))
 
     brands: dict[str, str] = {}
 
@@ -306,9 +319,17 @@ def match_photos(
     for i in range(n):
         res = MatchResult()
         best, ev = logo_best[i], {}
+        logo_inl: dict[str, int] = {}
         if text is not None:
             best, ev = _with_text(best, texts[i], text, brand_of)
             res.text = [ln.text for ln in texts[i]]
+        if logo_verifier is not None:
+            t0 = time.perf_counter()
+            scores = {r: s for r, (s, _) in best.items()}
+            logo_inl = verify_logo_candidates(scores, logo_queries[i], logo_verifier.refs.get, logo_verifier.cfg,
+                                              th_logo)
+            best = {r: (scores[r], box) for r, (_, box) in best.items()}
+            t_verify += time.perf_counter() - t0
         logos = sorted(best.items(), key=lambda kv: (-kv[1][0], kv[0]))[:top_k]
         dups = sorted(dup_best[i].items(), key=lambda kv: (-kv[1], kv[0]))[:top_k]
         for ref_id, (score, box) in logos:
@@ -317,11 +338,13 @@ def match_photos(
             if m["brand"] in ev:
                 q, line = ev[m["brand"]]
                 m.update(text=line.text, text_match=round(q, 4))
+            if ref_id in logo_inl:
+                m["inliers"] = logo_inl[ref_id]
             res.matches.append(m)
             if score >= th_logo:
                 res.flags.append({"type": "logo", "brand": m["brand"], "ref_id": ref_id, "score": m["score"],
                                   "threshold": th_logo, "box": m["box"],
-                                  **({"text": m["text"]} if "text" in m else {})})
+                                  **{k: m[k] for k in ("text", "inliers") if k in m}})
         for ref_id, score in dups:
             m = {"ref_id": ref_id, "brand": brand_of(ref_id), "kind": "product", "score": _score(score)}
             if ref_id in dup_inliers[i]:

@@ -20,7 +20,10 @@ Text evidence (:mod:`ccu_vision.text`): with a model that carries ``ccu.text_sco
 whose thresholds include ``logo_text``, each photo is also read by OCR (as the model's text scoring
 says, :class:`ccu_vision.text.PhotoOCR`) and the matcher adds what the text shows. ``text=None`` (the
 default) turns it on when both allow it and the OCR engine is installed; ``True`` requires it (a
-clear error otherwise); ``False`` turns it off (logo flags then use the ``logo`` threshold).
+clear error otherwise); ``False`` turns it off (logo flags then use the ``logo`` threshold). With
+text evidence, a model with ``ccu.logo_verify`` also verifies the best logo candidates with
+keypoints (:mod:`ccu_vision.logo_verify`): the decode threads keep each photo's grey verification
+canvas, and its keypoints are taken only when a candidate could reach the threshold.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from . import verify
+from . import logo_verify, verify
 from .errors import CcuError, ImageError
 from .jsontext import dumps_utf8
 from .matcher import DEFAULT_REGION_K, DEFAULT_TOP_K, CatalogLike, TextContext, match_photos
@@ -230,12 +233,25 @@ class _Decoded:
     text_img: Any = None  # the photo as OCR reads it (text evidence on)
     text_how: Any = None  # the PhotoOCR it was decoded for (None: text off)
     text_src_w: int = 0  # the image file's width (OCR boxes are given in its pixels, as the row's other boxes)
+    logo_gray: np.ndarray | None = None  # the photo as logo candidates are verified (logo verification on)
+
+    def logo_query(self) -> Any:
+        """A function giving this photo's keypoints for logo verification (taken once, on first call)."""
+        memo: list = []
+
+        def get() -> logo_verify.Features | None:
+            if not memo:
+                memo.append(None if self.logo_gray is None else logo_verify.features(self.logo_gray))
+            return memo[0]
+
+        return get
 
 
-def _decode(path: str, size: int, interp: str, text_how: Any = None) -> _Decoded:
+def _decode(path: str, size: int, interp: str, text_how: Any = None, logo_how: Any = None) -> _Decoded:
     """Read + decode + letterbox one image (runs in a worker thread; never raises). With ``text_how``
     (a :class:`ccu_vision.text.PhotoOCR`) the photo is decoded at least that large and also kept as
-    OCR reads it."""
+    OCR reads it; with ``logo_how`` (a :class:`ccu_vision.logo_verify.LogoVerifyConfig`) also as
+    logo candidates are verified."""
     from . import imageio
     from .text import photo_canvas
 
@@ -245,13 +261,15 @@ def _decode(path: str, size: int, interp: str, text_how: Any = None) -> _Decoded
         data = imageio.read_image_bytes(path)
         t1 = time.perf_counter()
         side = text_how.side if text_how is not None else 0
+        side = max(side, logo_how.canvas // 2 if logo_how is not None else 0)  # a draft keeps 2 x draft_size
         img = imageio.load_image_bytes(data, path, draft_size=max(size, side))
         canvas, lb = letterbox(img, size, interp)
         full = imageio.source_size(data, img)
         if full != img.size:  # a JPEG draft decode: boxes are reported in the file's pixels
             lb = dataclasses.replace(lb, scale=lb.scale * img.size[0] / full[0], width=full[0], height=full[1])
-        text_img = photo_canvas(img, side, text_how.exact) if text_how is not None else None
-        return _Decoded(canvas, lb, None, t1 - t0, time.perf_counter() - t1, text_img, text_how, full[0])
+        text_img = photo_canvas(img, text_how.side, text_how.exact) if text_how is not None else None
+        logo_gray = logo_verify.query_gray(img, logo_how) if logo_how is not None else None
+        return _Decoded(canvas, lb, None, t1 - t0, time.perf_counter() - t1, text_img, text_how, full[0], logo_gray)
     except ImageError as e:
         err = e.reason
     except Exception as e:  # noqa: BLE001 - a bad image must become an error row, whatever broke
@@ -264,12 +282,18 @@ def _decode(path: str, size: int, interp: str, text_how: Any = None) -> _Decoded
 
 
 def decode_checked(embedder: Any, path: str | os.PathLike, text_how: Any = None) -> _Decoded:
-    """Decode one image as a scan does (``text_how``: also for OCR); raises :class:`ImageError`."""
-    d = _decode(str(path), embedder.query_size, embedder.interp, text_how)
+    """Decode one image as a scan does (``text_how``: also for OCR, and for logo verification when the
+    model has it); raises :class:`ImageError`."""
+    d = _decode(str(path), embedder.query_size, embedder.interp, text_how, _logo_how(embedder, text_how))
     if d.error is not None:
         raise ImageError(path, d.error)
     assert d.canvas is not None and d.lb is not None
     return d
+
+
+def _logo_how(embedder: Any, text_how: Any) -> Any:
+    """The model's logo verification settings when its photos are verified (with text evidence only)."""
+    return getattr(embedder, "logo_verify", None) if text_how is not None else None
 
 
 def text_context(embedder: Any, catalog: CatalogLike, text: bool | None = None) -> tuple[TextContext | None, Any]:
@@ -325,16 +349,19 @@ def check_image(path: str | os.PathLike, embedder: Any, catalog: CatalogLike, *,
     d = decoded if decoded is not None and decoded.text_how == how else decode_checked(embedder, path, how)
     lines = [read_text(reader, d)] if ctx is not None else None
     return check_canvas(path, d.canvas, d.lb, embedder, catalog, top_k=top_k, region_k=region_k,
-                        text=ctx, lines=lines)
+                        text=ctx, lines=lines, logo_query=d.logo_query())
 
 
 def check_canvas(path: str | os.PathLike, canvas: np.ndarray, lb: Letterbox, embedder: Any, catalog: CatalogLike,
                  *, top_k: int = DEFAULT_TOP_K, region_k: int = DEFAULT_REGION_K, text: TextContext | None = None,
-                 lines: Sequence[Any] | None = None) -> dict:
-    """The row of one already decoded image (see :func:`decode_checked`); ``text``/``lines``: text evidence."""
+                 lines: Sequence[Any] | None = None, logo_query: Any = None) -> dict:
+    """The row of one already decoded image (see :func:`decode_checked`); ``text``/``lines``: text evidence;
+    ``logo_query``: the photo's keypoints for logo verification (:meth:`_Decoded.logo_query`)."""
     photo = embedder.embed_canvases(canvas[None], [lb])[0]
+    lv = logo_verify.for_catalog(embedder, catalog) if text is not None and logo_query is not None else None
     res = match_photos([photo], catalog, top_k=top_k, region_k=region_k,
-                       verifier=verify.for_catalog(embedder, catalog), text=text, texts=lines)[0]
+                       verifier=verify.for_catalog(embedder, catalog), text=text, texts=lines,
+                       logo_verifier=lv, logo_queries=[logo_query] if lv is not None else None)[0]
     return ok_row(ScanInput(image=str(path)), res)
 
 
@@ -475,6 +502,8 @@ def run_scan(
     text_ctx, reader = text_context(embedder, catalog, text)
     summary.text = text_ctx is not None
     text_how = text_ctx.cfg.photo if text_ctx is not None else None
+    logo_how = _logo_how(embedder, text_how)
+    logo_verifier = logo_verify.for_catalog(embedder, catalog) if logo_how is not None else None
     match_t: dict[str, float] = {}
     from tqdm import tqdm
 
@@ -492,7 +521,7 @@ def run_scan(
                 nxt = next(it, None)
                 if nxt is None:
                     return
-                pending.append((nxt, pool.submit(_decode, nxt.image, size, interp, text_how)))
+                pending.append((nxt, pool.submit(_decode, nxt.image, size, interp, text_how, logo_how)))
 
         def flush_batch(batch: list[tuple[ScanInput, _Decoded]]) -> None:
             nonlocal since_sync
@@ -512,9 +541,11 @@ def run_scan(
                         texts = [_read_text(reader, batch[i][1]) for i in idx]
                         st["text"].seconds += time.perf_counter() - t0
                         st["text"].images += len(idx)
+                    queries = [batch[i][1].logo_query() for i in idx] if logo_verifier is not None else None
                     for i, r in zip(idx, match_photos(photos, catalog, top_k=top_k, region_k=region_k,
                                                       timings=match_t, verifier=verifier, text=text_ctx,
-                                                      texts=texts), strict=True):
+                                                      texts=texts, logo_verifier=logo_verifier,
+                                                      logo_queries=queries), strict=True):
                         results[i] = r
             t0 = time.perf_counter()
             lines = []

@@ -214,29 +214,33 @@ def ref_keypoints(gray: np.ndarray, cfg: VerifyConfig) -> tuple[Keypoints, Keypo
 
 
 class KeypointCache:
-    """Product keypoints by ref id, computed on first use by ``load(ref_id) -> grey canvas content``.
+    """Reference keypoints by ref id, computed on first use: ``compute(load(ref_id))`` (by default
+    ``load`` gives a product's grey canvas content and ``compute`` is :func:`ref_keypoints`).
 
     Bounded (least recently used out) so a scan against a large catalog keeps a fixed memory budget;
     thread-safe. ``load`` returning None (e.g. a reference image that cannot be read) means the
     reference is not verified; that is logged once.
     """
 
-    def __init__(self, load: Callable[[str], np.ndarray | None], cfg: VerifyConfig, max_items: int = 4096) -> None:
+    def __init__(self, load: Callable[[str], Any], cfg: VerifyConfig | None, max_items: int = 4096,
+                 compute: Callable[[Any], Any] | None = None, what: str = "near-duplicate") -> None:
         self._load = load
         self.cfg = cfg
         self.max_items = max_items
-        self._items: OrderedDict[str, tuple[Keypoints, Keypoints] | None] = OrderedDict()
+        self._compute = compute if compute is not None else (lambda gray: ref_keypoints(gray, cfg))
+        self._what = what
+        self._items: OrderedDict[str, Any] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, ref_id: str) -> tuple[Keypoints, Keypoints] | None:
+    def get(self, ref_id: str) -> Any:
         with self._lock:
             if ref_id in self._items:
                 self._items.move_to_end(ref_id)
                 return self._items[ref_id]
-        gray = self._load(ref_id)
-        kp = None if gray is None else ref_keypoints(gray, self.cfg)
-        if gray is None:
-            log.warning("reference %s: image unavailable, near-duplicate matches to it are not verified", ref_id)
+        src = self._load(ref_id)
+        kp = None if src is None else self._compute(src)
+        if src is None:
+            log.warning("reference %s: image unavailable, %s matches to it are not verified", ref_id, self._what)
         with self._lock:
             self._items[ref_id] = kp
             while len(self._items) > self.max_items:
