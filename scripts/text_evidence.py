@@ -86,7 +86,7 @@ def cmd_ocr(args: argparse.Namespace) -> None:
     reader = TextReader()
     out = ocr_path(args.set, args.photo)
     t0 = time.time()
-    if args.photo != "v0":  # a photo variant: the logos (brand keys) as the shipped reading read them
+    if args.photo != "v0" and ocr_path(args.set).exists():  # a photo variant: the logos as v0 read them
         logos = json.loads(ocr_path(args.set).read_text())["logos"]
     else:
         logos = {p.stem: [ln.to_list() for ln in reader.read_logo(Image.open(p))]
