@@ -579,7 +579,7 @@ def calibrate(ctx: click.Context, negatives: Path, max_fpr: float, confidence: f
 @cli.command(epilog="""\b
 Examples:
   CCU_MODEL=new-model.onnx ccu-vision reindex
-  ccu-vision --home /data/ccu --model ccu-lite0-v15cdpft2.onnx reindex
+  ccu-vision --home /data/ccu --model ccu-lite0-v15cdpft3.onnx reindex
 """)
 @click.pass_context
 def reindex(ctx: click.Context) -> None:

@@ -35,7 +35,7 @@ from .verify import VerifyConfig, content_gray, sub_windows
 log = logging.getLogger(__name__)
 
 FORMAT = "ccu-vision-embedder/1"
-DEFAULT_MODEL_NAME = "ccu-lite0-v15cdpft2.onnx"
+DEFAULT_MODEL_NAME = "ccu-lite0-v15cdpft3.onnx"
 PREPROCESS_KEYS = (
     "query_size",
     "ref_size",

@@ -65,7 +65,7 @@ SETS = {
 
 
 KEYS = ("recall@1", "recall@5", "ap", "tpr@0.01fpr")
-DEFAULT_MODEL = "ccu_vision/models/ccu-lite0-v15cdpft2.onnx"
+DEFAULT_MODEL = "ccu_vision/models/ccu-lite0-v15cdpft3.onnx"
 
 
 def one_model_args(doc: str, many_sets: bool = False) -> argparse.ArgumentParser:

@@ -1,12 +1,18 @@
 """Keypoint verification of logo candidates (:mod:`ccu_vision.logo_verify`) beside the shipped text
 evidence, measured offline on named draws.
 
+    python scripts/text_evidence.py ocr --set calib --photo L736n      # each draw: its OCR and ranking dumps
+    python scripts/text_evidence.py rank --set calib --model out/ccu-lite0-v15cdpft2.onnx
     python scripts/logo_verify_evidence.py inliers --set calib          # -> out/logo-inliers-<set>@<key>.json
-    python scripts/logo_verify_evidence.py eval --fit calib --fit clutter-calib --fit lettered-calib \\
-        --decide lettered-calib2
-    python scripts/logo_verify_evidence.py attach --calib calib --calib lettered-calib --calib clutter-calib \\
-        --calib lettered-calib2 --weight 4 --floor 4 --cap 12 --model ccu_vision/models/ccu-lite0-v15cdpft2.onnx \\
+    python scripts/logo_verify_evidence.py eval --fit calib --fit clutter-calib --decide lettered-calib2 \
+        --no-harm calib --no-harm clutter-calib
+    python scripts/logo_verify_evidence.py attach --calib calib --calib clutter-calib --calib lettered-calib2 \
+        --weight 6 --floor 3 --cap 10 --model out/ccu-lite0-v15cdpft2.onnx \
         --out ccu_vision/models/ccu-lite0-v15cdpft3.onnx --model-id ccu-lite0-v15cdpft3
+
+(``git show a9ada30:ccu_vision/models/ccu-lite0-v15cdpft2.onnx > out/ccu-lite0-v15cdpft2.onnx`` restores
+the input file; ``rank`` with it or with v15cdpft3 gives the same rankings, the network and fused
+scoring being the same.)
 
 ``inliers`` needs the draw's ``out/rank-<set>.json`` and ``out/ocr-<set>@L736n.json`` (from
 ``scripts/text_evidence.py rank`` / ``ocr --photo L736n``): each query's candidates are the
@@ -37,7 +43,7 @@ from text_evidence import _root, combine, load_draw, metrics, shipped_scoring
 from ccu_vision import imageio
 from ccu_vision.logo_verify import LogoVerifyConfig, count_inliers, features, query_gray, ref_features
 
-OCR = "L736n"  # how the shipped model reads photos (v15cdpft2)
+OCR = "L736n"  # how v15cdpft2 and v15cdpft3 read photos
 GRID = [(w, f, c) for w in (2.0, 3.0, 4.0, 6.0) for f, c in ((3, 10), (4, 12), (5, 14), (6, 16))]
 
 

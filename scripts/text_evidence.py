@@ -12,7 +12,7 @@
     python scripts/text_evidence.py ocr --set calib --photo L736n      # (and each draw below)
     python scripts/text_evidence.py attach --fixed --ocr L736n --calib calib --calib lettered-calib \
         --calib clutter-calib --calib lettered-calib2 --model out/ccu-lite0-v15cdpf.onnx \
-        --out ccu_vision/models/ccu-lite0-v15cdpft2.onnx --model-id ccu-lite0-v15cdpft2
+        --out out/ccu-lite0-v15cdpft2.onnx --model-id ccu-lite0-v15cdpft2   # default until v15cdpft3
 
 (``ocr`` and ``rank`` of each named draw first; ``rank`` with ``--model out/ccu-lite0-v15cdpf.onnx``
 gives the same rankings as the shipped file, whose network and fused scoring are the same.)

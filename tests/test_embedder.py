@@ -251,7 +251,7 @@ def test_default_model_path_env(monkeypatch: pytest.MonkeyPatch, model_path: Pat
     assert default_model_path() == model_path
     assert Embedder().info.path == str(model_path)
     monkeypatch.delenv("CCU_MODEL")
-    assert default_model_path().name == "ccu-lite0-v15cdpft2.onnx"
+    assert default_model_path().name == "ccu-lite0-v15cdpft3.onnx"
     assert default_model_path().parent.name == "models"
 
 

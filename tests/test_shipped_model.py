@@ -53,6 +53,10 @@ def test_model_describes_itself(shipped: Embedder) -> None:
     assert ts is not None and ts.beta > 0 and "python scripts/text_evidence.py attach" in info.extra["train_command"]
     assert th["logo"] < 1 and 0 < th["logo_text"] < 1 and th["negatives"]["logo_text"] >= 1000
     assert 1 / (1 + math.exp(-(ts.gamma + ts.beta))) < th["logo_text"]
+    # keypoint verification of the best logo candidates, applied with text evidence (logo_text is for it)
+    lv = shipped.logo_verify
+    assert lv is not None and lv.weight > 0 and lv.floor < lv.cap
+    assert "python scripts/logo_verify_evidence.py attach" in info.extra["train_command"]
 
 
 def test_proposal_head_finds_placed_marks(shipped: Embedder) -> None:
@@ -161,6 +165,7 @@ def test_text_evidence_raises_a_printed_brand_name(shipped: Embedder, tmp_path: 
     assert score(on, target.title) > score(off, target.title)
     top = next(m for m in on["matches"] if m["kind"] == "logo")
     assert top["brand"] == target.title and top["text_match"] > 0.5, on
+    assert top["inliers"] > shipped.logo_verify.floor, top  # the printed mark's shape verified too
     assert any(m.get("text_match") for m in only_named["matches"]), only_named  # the name was read
     for row, row_off in ((on, off), (only_named, named_off)):
         for f in row["flags"]:

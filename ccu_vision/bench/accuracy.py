@@ -187,6 +187,8 @@ def run_model(spec: ModelSpec, root: Path, k: int, threads: int | None) -> Metho
     t0 = time.perf_counter()
     text = getattr(emb, "text_scoring", None) is not None  # a model with text evidence is measured with it
     run.info["text_evidence"] = text
+    lv = getattr(emb, "logo_verify", None)  # applied with text evidence (rank_with_embedder)
+    run.info["logo_verify"] = lv.to_dict() if lv is not None and text else None
     run.logo_ranked, run.dup_ranked, run.boxes = rank_with_embedder(emb, root, k=k, text=text)
     run.seconds = time.perf_counter() - t0
     return run
