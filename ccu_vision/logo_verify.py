@@ -23,7 +23,6 @@ verifying all, at a fraction of the cost.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -35,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ModelError
+from .verify import KeypointCache, ramp_bonus, settings_key
 
 log = logging.getLogger(__name__)
 
@@ -87,13 +87,11 @@ class LogoVerifyConfig:
 
     def key(self) -> str:
         """Short hash of the settings (what a calibrated threshold was made for)."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        return settings_key(self.to_dict())
 
     def bonus(self, inliers: np.ndarray | int) -> np.ndarray:
         """What verified inliers add to a candidate's logit."""
-        x = (np.asarray(inliers, np.float64) - self.floor) / (self.cap - self.floor)
-        return self.weight * np.clip(x, 0.0, 1.0)
+        return ramp_bonus(inliers, self.floor, self.cap, self.weight)
 
     def apply(self, p: float, inliers: int) -> float:
         """A candidate's probability ``p`` after verification found ``inliers``."""
@@ -308,8 +306,6 @@ def for_catalog(embedder: Any, catalog: Any, max_items: int = 2048) -> LogoVerif
     """A logo verifier for ``catalog``'s references under ``embedder``'s settings; None when the model
     has none or the catalog keeps no reference images. At most ``max_items`` references' keypoints
     are kept (about 70 kB each: ~140 MB at the default), least recently used out."""
-    from .verify import KeypointCache
-
     cfg = getattr(embedder, "logo_verify", None)
     if cfg is None or cfg.candidates <= 0 or not hasattr(catalog, "ref_image_path"):
         return None

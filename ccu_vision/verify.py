@@ -91,13 +91,23 @@ class VerifyConfig:
 
     def key(self) -> str:
         """Short hash of the settings: calibrated thresholds record the scoring they were made for."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        return settings_key(self.to_dict())
 
     def bonus(self, inliers: np.ndarray | int) -> np.ndarray:
         """What verified inliers add to a CNN score."""
-        x = (np.asarray(inliers, np.float64) - self.floor) / (self.cap - self.floor)
-        return self.weight * np.clip(x, 0.0, 1.0)
+        return ramp_bonus(inliers, self.floor, self.cap, self.weight)
+
+
+def settings_key(settings: dict) -> str:
+    """Short hash of a settings dict (keys sorted): what a calibrated threshold was made for."""
+    blob = json.dumps(settings, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def ramp_bonus(inliers: np.ndarray | int, floor: float, cap: float, weight: float) -> np.ndarray:
+    """``weight * clip((inliers - floor) / (cap - floor), 0, 1)``: the keypoint bonus of both verifiers."""
+    x = (np.asarray(inliers, np.float64) - floor) / (cap - floor)
+    return weight * np.clip(x, 0.0, 1.0)
 
 
 def sub_windows(content: np.ndarray, fracs: tuple[float, ...],

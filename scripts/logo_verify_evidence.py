@@ -38,7 +38,7 @@ import numpy as np
 
 # scripts/ is on sys.path when run as a script
 from compare_models import DEFAULT_MODEL, KEYS, SETS, decision_rule
-from text_evidence import _root, combine, load_draw, metrics, shipped_scoring
+from text_evidence import _root, combine, load_draw, metrics, pooled_threshold, shipped_scoring
 
 from ccu_vision import imageio
 from ccu_vision.logo_verify import LogoVerifyConfig, count_inliers, features, query_gray, ref_features
@@ -119,6 +119,13 @@ def cmd_eval(args: argparse.Namespace) -> None:
                                                                    cap=args.cap)
     print(f"best on the fit draws: weight {best[2].weight:g} floor {best[2].floor} cap {best[2].cap}; "
           f"reported below: weight {cfg.weight:g} floor {cfg.floor} cap {cfg.cap}")
+    th_old = th_new = None
+    if args.flags:  # the flags each file's stored logo_text threshold raises
+        from ccu_vision.embedder import Embedder
+
+        th_old = float(Embedder(args.base_model).info.thresholds["logo_text"])
+        th_new = float(Embedder(args.model).info.thresholds["logo_text"])
+        print(f"flags at logo_text: text-only {args.base_model} {th_old}; verified {args.model} {th_new}")
     new, old = {}, {}
     for name in [*args.fit, *args.decide, *args.no_harm, *args.read]:
         if name in new:
@@ -126,7 +133,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
         d, txt, inl = draw_with_inliers(name, args.photos, cfg)
         role = ("fit" if name in args.fit else "decide" if name in args.decide
                 else "no-harm" if name in args.no_harm else "read")
-        old[name], new[name] = metrics(d, txt), metrics(d, verified(txt, inl, cfg))
+        old[name], new[name] = metrics(d, txt, th_old), metrics(d, verified(txt, inl, cfg), th_new)
         print(f"{role:7s} {name:16s} text     {json.dumps(old[name])}\n"
               f"{'':24s} verified {json.dumps(new[name])}")
     for name in args.decide:  # the repository's rule (compare_models.decision_rule), text-only as the base
@@ -137,8 +144,6 @@ def cmd_attach(args: argparse.Namespace) -> None:
     """Calibrate ``logo_text`` for verified scores on the pooled --calib draws (the rule
     ``scripts/text_evidence.py attach`` uses: precision 0.95 and at most 1 % of negatives at 95 %
     confidence) and write the model with ``ccu.logo_verify`` under a new model id."""
-    from ccu_vision.evaluate import logo_metrics
-    from ccu_vision.thresholds import negative_quantile
     from ccu_vision.train.logo_verify import attach
 
     cfg = dataclasses.replace(LogoVerifyConfig(), weight=args.weight, floor=args.floor, cap=args.cap)
@@ -147,17 +152,13 @@ def cmd_attach(args: argparse.Namespace) -> None:
         d, txt, inl = draw_with_inliers(name, args.photos, cfg)
         truth += d["truth"]
         ranked += verified(txt, inl, cfg)
-    lm = logo_metrics(truth, ranked, n_boot=0)
-    rows = [t for t in truth if t["task"] == "logo"]
-    neg = [r[0][1] for t, r in zip(rows, ranked) if t["kind"] != "registered" and r]
-    th = max(lm["threshold@p95"], negative_quantile(neg, 0.01, 0.95))
-    hit = [bool(r) and r[0][0] == t["brand"] and r[0][1] >= th for t, r in zip(rows, ranked) if t["kind"] == "registered"]
+    th, recall, n_neg, lm = pooled_threshold(truth, ranked)
     attach(args.model, cfg, args.out, model_id=args.model_id, logo_text=th,
-           calibration={"recall_at_threshold": {"logo_text": round(float(np.mean(hit)), 4)},
-                        "negatives": {"logo_text": len(neg)}, "verify_calibrated_on": list(args.calib)},
+           calibration={"recall_at_threshold": {"logo_text": round(recall, 4)},
+                        "negatives": {"logo_text": n_neg}, "verify_calibrated_on": list(args.calib)},
            command=sys.argv[1:])
-    print(f"{json.dumps(cfg.to_dict())}\nlogo_text threshold {th:.5f} on {len(neg)} pooled negatives (recall there "
-          f"{np.mean(hit):.4f}); pooled {json.dumps({k: round(lm[k], 4) for k in KEYS})} -> {args.out}")
+    print(f"{json.dumps(cfg.to_dict())}\nlogo_text threshold {th:.5f} on {n_neg} pooled negatives (recall there "
+          f"{recall:.4f}); pooled {json.dumps({k: round(lm[k], 4) for k in KEYS})} -> {args.out}")
 
 
 def main() -> None:
@@ -173,6 +174,9 @@ def main() -> None:
     p.add_argument("--no-harm", action="append", default=[], choices=sorted(SETS))
     p.add_argument("--read", action="append", default=[], choices=sorted(SETS),
                    help="draws read once after the decision (test draws)")
+    p.add_argument("--flags", action="store_true", help="also the flags at the two files' logo_text thresholds")
+    p.add_argument("--base-model", default="out/ccu-lite0-v15cdpft2.onnx", help="the text-only file (--flags)")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="the file with verification (--flags)")
     p = sub.add_parser("attach")
     p.add_argument("--calib", action="append", required=True, choices=sorted(SETS))
     p.add_argument("--model", default=DEFAULT_MODEL)

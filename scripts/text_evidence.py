@@ -204,7 +204,6 @@ def cmd_attach(args: argparse.Namespace) -> None:
     """Fit beta/gamma, calibrate the ``logo_text`` threshold on the pooled --calib draws (the rule of
     ``ccu_vision.train.calibrate``: precision 0.95 and at most 1 % of negatives at 95 % confidence), and
     write the model with ``ccu.text_scoring`` and that threshold under a new model id."""
-    from ccu_vision.thresholds import negative_quantile
     from ccu_vision.train.text_scoring import attach
 
     if args.fixed:
@@ -216,20 +215,30 @@ def cmd_attach(args: argparse.Namespace) -> None:
         d = load_draw(name, args.photos, args.ocr)
         truth += d["truth"]
         ranked += combine(d, beta, gamma)
+    th, recall, n_neg, lm = pooled_threshold(truth, ranked)
+    import sys
+
+    attach(args.model, TextScoring(beta, gamma, photo=PHOTO_VARIANTS[args.ocr]), args.out, model_id=args.model_id, logo_text=th,
+           calibration={"recall_at_threshold": {"logo_text": round(recall, 4)},
+                        "negatives": {"logo_text": n_neg}, "text_calibrated_on": list(args.calib)},
+           command=sys.argv[1:])
+    print(f"beta {beta} gamma {gamma} ({'held fixed' if args.fixed else f'fit mean AP {ap:.4f}'}); logo_text threshold {th:.5f} on "
+          f"{n_neg} pooled negatives (recall there {recall:.4f}); pooled "
+          f"{json.dumps({k: round(lm[k], 4) for k in KEYS})} -> {args.out}")
+
+
+def pooled_threshold(truth: list[dict], ranked: list) -> tuple[float, float, int, dict]:
+    """The ``logo_text`` threshold of pooled draws by the rule of ``ccu_vision.train.calibrate``
+    (precision 0.95 and at most 1 % of negatives at 95 % confidence): (threshold, recall there,
+    number of negatives, the pool's logo metrics)."""
+    from ccu_vision.thresholds import negative_quantile
+
     lm = logo_metrics(truth, ranked, n_boot=0)
     rows = [t for t in truth if t["task"] == "logo"]
     neg = [r[0][1] for t, r in zip(rows, ranked) if t["kind"] != "registered" and r]
     th = max(lm["threshold@p95"], negative_quantile(neg, 0.01, 0.95))
     hit = [bool(r) and r[0][0] == t["brand"] and r[0][1] >= th for t, r in zip(rows, ranked) if t["kind"] == "registered"]
-    import sys
-
-    attach(args.model, TextScoring(beta, gamma, photo=PHOTO_VARIANTS[args.ocr]), args.out, model_id=args.model_id, logo_text=th,
-           calibration={"recall_at_threshold": {"logo_text": round(float(np.mean(hit)), 4)},
-                        "negatives": {"logo_text": len(neg)}, "text_calibrated_on": list(args.calib)},
-           command=sys.argv[1:])
-    print(f"beta {beta} gamma {gamma} ({'held fixed' if args.fixed else f'fit mean AP {ap:.4f}'}); logo_text threshold {th:.5f} on "
-          f"{len(neg)} pooled negatives (recall there {np.mean(hit):.4f}); pooled "
-          f"{json.dumps({k: round(lm[k], 4) for k in KEYS})} -> {args.out}")
+    return float(th), float(np.mean(hit)), len(neg), lm
 
 
 def main() -> None:
