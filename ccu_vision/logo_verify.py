@@ -215,6 +215,9 @@ def ref_features(img: Any, cfg: LogoVerifyConfig) -> Features:
     return Features(np.concatenate([f.pts for f in feats]), np.concatenate([f.desc for f in feats]))
 
 
+_REFITS = 3  # fits tried per reference: a fit of implausible scale loses its inliers and is fitted again
+
+
 def count_inliers(query: Features, ref: Features, cfg: LogoVerifyConfig) -> int:
     """Distinct photo keypoint positions among the RANSAC inliers of one similarity transform fitted
     to the ratio-test matches of ``ref``'s keypoints in ``query`` (0 when none fits with a plausible
@@ -251,9 +254,6 @@ def count_inliers(query: Features, ref: Features, cfg: LogoVerifyConfig) -> int:
             return len({(round(float(x)), round(float(y))) for x, y in query.pts[a[inl, 1]]})
         a = a[~inl]
     return 0
-
-
-_REFITS = 3
 
 
 def should_verify(p: float, threshold: float, cfg: LogoVerifyConfig) -> bool:

@@ -29,6 +29,7 @@ canvas, and its keypoints are taken only when a candidate could reach the thresh
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -237,14 +238,7 @@ class _Decoded:
 
     def logo_query(self) -> Any:
         """A function giving this photo's keypoints for logo verification (taken once, on first call)."""
-        memo: list = []
-
-        def get() -> logo_verify.Features | None:
-            if not memo:
-                memo.append(None if self.logo_gray is None else logo_verify.features(self.logo_gray))
-            return memo[0]
-
-        return get
+        return functools.cache(lambda: None if self.logo_gray is None else logo_verify.features(self.logo_gray))
 
 
 def _decode(path: str, size: int, interp: str, text_how: Any = None, logo_how: Any = None) -> _Decoded:
@@ -502,8 +496,8 @@ def run_scan(
     text_ctx, reader = text_context(embedder, catalog, text)
     summary.text = text_ctx is not None
     text_how = text_ctx.cfg.photo if text_ctx is not None else None
-    logo_how = _logo_how(embedder, text_how)
-    logo_verifier = logo_verify.for_catalog(embedder, catalog) if logo_how is not None else None
+    logo_verifier = logo_verify.for_catalog(embedder, catalog) if _logo_how(embedder, text_how) is not None else None
+    logo_how = logo_verifier.cfg if logo_verifier is not None else None  # no grey canvases when nothing verifies
     match_t: dict[str, float] = {}
     from tqdm import tqdm
 
